@@ -1,0 +1,5 @@
+import sys
+
+from envbuilder.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""The `envbuilder` command line: thin commands over the library, loaded lazily.
+
+Each command lives in its own module and is imported only when invoked, so `envbuilder --help` never
+imports Docker or torch. Errors are turned into one line and an exit code here, in one place
+(see `main`); nothing deeper prints or exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from envbuilder import __version__
+from envbuilder.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EnvbuilderError
+
+# command name -> (module, attribute, one-line help shown by --help without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "detect": ("envbuilder.cli.detect_cmd", "detect", "Detect this machine's OS, CPU and accelerator."),
+    "inspect": ("envbuilder.cli.inspect_cmd", "inspect", "Read a project's Python, torch and index constraints."),
+    "resolve": ("envbuilder.cli.resolve_cmd", "resolve", "Pick Python, the torch build and companions, and say why."),
+    "compat": ("envbuilder.cli.compat_cmd", "compat", "Show or update the compatibility matrix."),
+    "render": ("envbuilder.cli.render_cmd", "render", "Render the plan as a Dockerfile, bash, PowerShell or lock."),
+    "lock": ("envbuilder.cli.render_cmd", "lock", "Resolve the full dependency set with hashes into a lock file."),
+    "build": ("envbuilder.cli.build_cmd", "build", "Build the project's image (content-addressed, cached)."),
+    "base": ("envbuilder.cli.base_cmd", "base", "Make base images without a registry (air-gapped hosts)."),
+    "engine": ("envbuilder.cli.base_cmd", "engine", "Check, or start, the Docker engine."),
+    "run": ("envbuilder.cli.run_cmd", "run", "Run a job or command inside the project's image."),
+    "pipeline": ("envbuilder.cli.run_cmd", "pipeline", "Run the project's jobs in order (train, then export)."),
+    "runs": ("envbuilder.cli.runs_cmd", "runs", "List, show, follow, stop and plot recorded runs."),
+    "schema": ("envbuilder.cli.runs_cmd", "schema", "Print the JSON schema of the project config ([tool.envbuilder])."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="envbuilder")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug output.")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="ENVBUILDER_HOME",
+              help="State directory (git cache, logs, runs). Default ~/.envbuilder.")
+@click.option("--docker", "docker_binary", envvar="ENVBUILDER_DOCKER", metavar="PATH",
+              help="docker CLI to build with (buildx, or a client with built-in BuildKit).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, data_dir: str | None, docker_binary: str | None) -> None:
+    """envbuilder: the right torch build for your hardware, as a reproducible image, and runs inside it."""
+    from envbuilder.settings import Settings
+
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    ctx.obj["settings"] = Settings.from_env(data_dir, docker_binary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        cli.main(args=args, prog_name="envbuilder", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("envbuilder: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code if exc.exit_code else EXIT_USAGE
+    except EnvbuilderError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"envbuilder: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("envbuilder: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the last line of defence: no traceback unless -v
+        if verbose:
+            raise
+        click.echo(f"envbuilder: internal error: {type(exc).__name__}: {exc} (rerun with -v for details)", err=True)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
