@@ -130,6 +130,16 @@ class GpuModel(Value):
     architecture: str  # "Hopper"
 
 
+class ComputeCapability(Value):
+    """What a GPU generation needs from the software: the first CUDA toolkit that targets it and the first driver branch that runs it."""
+
+    version: str  # "12.0"
+    architecture: str  # "Blackwell"
+    min_cuda: str  # the first toolkit whose compiler and libraries (cuBLAS, cuDNN) support it
+    min_driver_linux: str | None = None
+    min_driver_windows: str | None = None
+
+
 class Matrix(Value):
     schema_version: int = SCHEMA_VERSION
     updated: str
@@ -141,6 +151,7 @@ class Matrix(Value):
     onnxruntime: tuple[OnnxruntimeRelease, ...]
     indexes: dict[str, str] = Field(description="flavour -> index URL; 'default' is PyPI")
     gpus: tuple[GpuModel, ...] = ()
+    compute_capabilities: tuple[ComputeCapability, ...] = ()
 
     @model_validator(mode="after")
     def _cross_check(self) -> "Matrix":
@@ -191,6 +202,9 @@ class Matrix(Value):
 
     def index_url(self, flavor: str) -> str:
         return self.indexes.get(flavor) or self.indexes["default"]
+
+    def compute_capability(self, version: str) -> ComputeCapability | None:
+        return next((c for c in self.compute_capabilities if c.version == version), None)
 
     def gpu_compute_capability(self, name: str) -> str | None:
         for gpu in self.gpus:

@@ -1,0 +1,54 @@
+"""The Python API that host applications embed: each function is one step a CLI command takes.
+
+detect -> inspect -> resolve is composed here so that the CLI, `build`, `run` and GUI plugins share
+exactly the same path from a project to a Plan. Heavy modules are imported inside functions.
+"""
+
+from __future__ import annotations
+
+from envbuilder.host import HostInfo
+from envbuilder.matrix import Matrix, load_matrix
+from envbuilder.plan import Plan, ResolveRequest, Target, TargetFlags
+from envbuilder.project import ProjectSpec
+from envbuilder.settings import Settings
+
+
+def load_settings_matrix(settings: Settings) -> Matrix:
+    """The installed matrix (from `compat update`) when there is one, else the packaged one."""
+    return load_matrix(override=settings.matrix_override)
+
+
+def detect_for(flags: TargetFlags, settings: Settings | None = None) -> HostInfo | None:
+    """Detect the host unless the flags declare the whole target (a GPU-less CI resolving for a cloud GPU)."""
+    from envbuilder.host import detect_host
+
+    if flags.gpu is not None and flags.os is not None and flags.arch is not None:
+        return None
+    return detect_host()
+
+
+def read_project(source: str, *, ref: str | None = None, settings: Settings) -> ProjectSpec:
+    from envbuilder.gitsource import inspect_source
+
+    return inspect_source(source, ref, settings)
+
+
+def plan_project(
+    source: str,
+    *,
+    ref: str | None = None,
+    flags: TargetFlags = TargetFlags(),
+    request: ResolveRequest = ResolveRequest(),
+    settings: Settings,
+    host: HostInfo | None = None,
+    matrix: Matrix | None = None,
+) -> tuple[ProjectSpec, Plan]:
+    """Read the project, detect (or take) the target, and resolve its plan. Raises EnvbuilderError."""
+    from envbuilder.resolve import resolve, target_for
+
+    project = read_project(source, ref=ref, settings=settings)
+    matrix = matrix or load_settings_matrix(settings)
+    if host is None:
+        host = detect_for(flags, settings)
+    target: Target = target_for(host, flags, matrix)
+    return project, resolve(project, target, matrix, request)
