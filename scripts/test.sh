@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): set up .venv, make sure the Docker engine runs, run pytest.
+#   scripts/test.sh            unit + CLI + real-Docker integration tests
+#   scripts/test.sh --slow     also the multi-GB CUDA image build
+#   scripts/test.sh -k NAME    any other pytest arguments pass through
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ "${ENVBUILDER_SKIP_DOCKER:-}" != 1 ]; then
+  bash scripts/engine.sh
+fi
+args=()
+for a in "$@"; do
+  if [ "$a" = "--slow" ]; then args+=(--run-slow); else args+=("$a"); fi
+done
+export TESTCONTAINERS_RYUK_DISABLED=true
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}"
+code=$?
+set -e
+# pytest exits 5 when a selection matched no test: that is a broken selection, not a pass.
+exit $code
