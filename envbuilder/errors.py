@@ -19,7 +19,8 @@ EXIT_DOCKER = 4
 EXIT_INTERRUPTED = 130
 
 
-@dataclass(frozen=True)
+# Not frozen: Python assigns __traceback__ and __context__ on exceptions as they propagate.
+@dataclass(eq=False)
 class EnvbuilderError(Exception):
     """A failure with a stable code (kebab-case), a one-line message and a hint saying what to do."""
 
@@ -28,6 +29,9 @@ class EnvbuilderError(Exception):
     hint: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
     exit_code: int = EXIT_ERROR
+
+    def __post_init__(self) -> None:
+        super().__init__(self.code, self.message)
 
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}"
