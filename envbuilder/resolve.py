@@ -167,6 +167,11 @@ class _ProjectView:
                 by_name.setdefault(name, []).append(req)
             else:
                 others.append(req)
+        # `-c` constraint files bound a package only when something requires it (pip's semantics).
+        for req in self.project.constraints_for(env):
+            name = canonicalize_name(req.name)
+            if name == "torch" or name in by_name:
+                by_name.setdefault(name, []).append(req)
         torch_spec = SpecifierSet()
         pinned_flavor = pinned_python = None
         for req in by_name.get("torch", []):

@@ -293,3 +293,9 @@ def test_declared_cloud_target_on_a_cpu_machine():
     target = target_for(cpu_host, TargetFlags(gpu="nvidia", cuda_driver="570.86", compute_capability=("9.0",)), MATRIX)
     assert target.gpu == "nvidia" and target.source == "declared"
     assert flavor_cuda(resolve(project("torch"), target, MATRIX).torch.flavor)
+
+
+def test_constraint_files_bound_torch():
+    spec = project("torch").model_copy(update={"constraints": ("torch<2.6",)})
+    plan = resolve(spec, Target(**LINUX), MATRIX)
+    assert Version(plan.torch.version) < Version("2.6")

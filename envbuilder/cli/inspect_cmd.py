@@ -1,0 +1,113 @@
+"""`envbuilder inspect PATH_OR_GIT_URL`: what a project declares (Python, torch family, extras, indexes, notes)."""
+
+from __future__ import annotations
+
+import click
+
+from envbuilder.cli.output import emit_json, settings_of
+
+_PYTHONS = ("3.13", "3.12", "3.11", "3.10", "3.9")
+
+
+@click.command("inspect")
+@click.argument("path_or_url", metavar="PATH_OR_GIT_URL", default=".")
+@click.option("--ref", metavar="REF", help="Branch, tag or commit to read (git URLs, or a local git folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the project spec as JSON.")
+@click.option("--target-os", type=click.Choice(["linux", "windows", "macos"]), help="Evaluate markers for this OS.")
+@click.option("--target-arch", type=click.Choice(["x86_64", "aarch64", "arm64"]), help="Evaluate markers for this CPU.")
+@click.option("--python", "python", metavar="X.Y", help="Evaluate markers for this Python version.")
+@click.option("--extra", "extras", multiple=True, metavar="NAME", help="Include this extra when evaluating (repeatable).")
+@click.pass_context
+def inspect(ctx: click.Context, path_or_url: str, ref: str | None, as_json: bool, target_os: str | None,
+            target_arch: str | None, python: str | None, extras: tuple[str, ...]) -> None:
+    """Read a project's Python, torch and index constraints without running any of its code."""
+    from envbuilder.gitsource import inspect_source
+    from envbuilder.project import target_environment, torch_family
+
+    spec = inspect_source(path_or_url, ref, settings_of(ctx))
+    evaluated = None
+    if target_os or target_arch or python or extras:
+        os_name = target_os or "linux"
+        arch = target_arch or ("arm64" if os_name == "macos" else "x86_64")
+        py = python or _python_for(spec.requires_python)
+        env = target_environment(os_name, arch, py)
+        evaluated = {
+            "os": os_name, "arch": arch, "python": py, "extras": list(extras), "environment": env,
+            "requirements": [str(r) for r in spec.requirements_for(env, tuple(extras))],
+            "constraints": [str(r) for r in spec.constraints_for(env)],
+            "indexes": [i.model_dump(mode="json") for i in spec.indexes_for(env)],
+        }
+    if as_json:
+        payload = spec.model_dump(mode="json")
+        payload["torch_family"] = torch_family(spec)
+        if evaluated is not None:
+            payload["target"] = evaluated
+        emit_json(payload)
+        return
+    for line in _describe(spec, torch_family(spec), evaluated):
+        click.echo(line)
+
+
+def _python_for(requires_python: str | None) -> str:
+    """The newest common Python the project allows, for showing markers when --python is not given."""
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(requires_python or "")
+    return next((v for v in _PYTHONS if spec.contains(f"{v}.0", prereleases=True)), _PYTHONS[1])
+
+
+def _describe(spec, family: dict, evaluated: dict | None) -> list[str]:
+    src = spec.source
+    where = f"{src.git_url} @ {src.ref or 'default branch'} ({(src.commit or '')[:12]})" if src.git_url else src.path
+    lines = [
+        f"project:         {spec.name or '(unnamed)'}",
+        f"source:          {where}",
+        f"formats:         {', '.join(spec.formats) or 'none recognised'}",
+        f"files:           {', '.join(spec.files) or '-'}",
+        f"requires-python: {spec.requires_python or 'not declared'}",
+        f"import roots:    {', '.join(spec.import_roots)}",
+    ]
+    if spec.system_packages:
+        lines.append(f"system packages: {', '.join(spec.system_packages)}")
+    lines.append("torch family:")
+    if not family:
+        lines.append("  (none declared)")
+    for name, entry in family.items():
+        reqs = entry["requirements"] or ["(only through extras)" if entry["extras"] else "(constraints only)"]
+        lines.append(f"  {name}: {reqs[0]}")
+        lines += [f"  {' ' * len(name)}  {text}" for text in reqs[1:]]
+        for extra, texts in entry["extras"].items():
+            lines += [f"    extra {extra}: {text}" for text in texts]
+        for text in entry["constraints"]:
+            lines.append(f"    constraint: {text}")
+        if entry["indexes"]:
+            lines.append(f"    from index: {', '.join(entry['indexes'])}")
+    lines.append(f"requirements:    {len(spec.requirements)}" + (f" (+{len(spec.constraints)} constraints)" if spec.constraints else ""))
+    if spec.optional:
+        lines.append("extras:")
+        for extra, texts in spec.optional.items():
+            adds = " | ".join(texts) or "(nothing)"
+            lines.append(f"  {extra}: {adds}")
+    if spec.indexes:
+        lines.append("indexes:")
+        for index in spec.indexes:
+            label = f"{index.name} " if index.name else ""
+            scope = f" for {', '.join(index.packages)}" if index.packages else ""
+            scope += " only" if index.explicit and index.packages else (" (explicit)" if index.explicit else "")
+            when = f" when {index.marker}" if index.marker else ""
+            lines.append(f"  {label}{index.url} [{index.kind}]{scope}{when}  ({index.origin})")
+    if evaluated is not None:
+        tag = f"{evaluated['os']}/{evaluated['arch']}, Python {evaluated['python']}"
+        if evaluated["extras"]:
+            tag += f", extras {', '.join(evaluated['extras'])}"
+        lines.append(f"for {tag}:")
+        for text in evaluated["requirements"] or ["(no requirements)"]:
+            lines.append(f"  {text}")
+        for text in evaluated["constraints"]:
+            lines.append(f"  constraint {text}")
+        for index in evaluated["indexes"]:
+            lines.append(f"  index {index['name'] or index['url']}")
+    if spec.notes:
+        lines.append("notes:")
+        lines += [f"  - {note}" for note in spec.notes]
+    return lines
