@@ -490,43 +490,68 @@ def _beyond_bounds(view, platform_builds, soft, target, matrix, request) -> tupl
 
     cpu = [(r, b, py) for r, b, py in soft if flavor_kind(b.flavor) == "cpu"]
     if not cpu:
+        # The project pins a GPU flavour (an index or +cuXXX) that cannot run here: running on the CPU beats
+        # not running, so the flavour restriction gives way, the version bounds stay.
+        cpu = [(rel, b, py) for rel, b in platform_builds if flavor_kind(b.flavor) == "cpu"
+               for py in _pythons_newest_first(rel.python_for(b))
+               if _software_ok(rel, b, py, view, matrix, ignore_torch_bounds=True) and not _pairing_violations(rel, view.software(py))]
+        if cpu:
+            broken = _flavor_violations(cpu[0][1], view.software(cpu[0][2]))
+            notes.append(f"the CPU build violates {'; '.join(broken)}")
+    hint = _upgrade_hint(view, soft, platform_builds, target, matrix)
+    if not cpu:
         raise ResolveConflict("no-runnable-build", f"no torch build within the project's bounds runs on {_describe_target(target)}, "
-                              "and there is no CPU build to fall back to", _upgrade_hint(view, soft, target, matrix), exit_code=EXIT_CONFLICT)
-    notes.append(f"no GPU build can run on {_describe_target(target)}; falling back to the CPU build")
-    hint = _upgrade_hint(view, soft, target, matrix)
+                              "and there is no CPU build to fall back to", hint or None, exit_code=EXIT_CONFLICT)
+    notes.insert(0, f"no GPU build can run on {_describe_target(target)}; falling back to the CPU build")
     if hint:
         notes.append(hint)
     return [_Candidate(r, b, py, _Fit(True)) for r, b, py in cpu], "cpu-fallback", notes
 
 
-def _upgrade_hint(view, soft, target: Target, matrix: Matrix) -> str:
-    """The driver (or other change) that would let the project's newest allowed release use the GPU."""
+def _upgrade_hint(view, soft, platform_builds, target: Target, matrix: Matrix) -> str:
+    """The driver (or other change) that would let the project's newest allowed release use the GPU;
+    when nothing within the project's bounds could, what outside them would."""
     if target.gpu == "nvidia":
-        best: tuple[Version, str, str] | None = None
-        for rel, build, _ in soft:
-            if flavor_kind(build.flavor) != "cuda":
+        options: list[tuple[Version, str, str]] = []  # (torch version, driver floor, flavour)
+        relaxed = target.model_copy(update={"cuda_driver": None})
+        pool = [(rel, build) for rel, build, _ in soft]
+        outside = ""
+        if not any(_sass_fit(b, relaxed, jit_allowed=True, matrix=matrix)[0] for _, b in pool if flavor_kind(b.flavor) == "cuda"):
+            pool = list(platform_builds)
+            outside = " (outside the project's bounds)"
+        for rel, build in pool:
+            if flavor_kind(build.flavor) != "cuda" or not _sass_fit(build, relaxed, jit_allowed=True, matrix=matrix)[0]:
                 continue
-            relaxed = target.model_copy(update={"cuda_driver": None})
-            if not _sass_fit(build, relaxed, jit_allowed=True, matrix=matrix)[0]:
-                continue
-            toolkit = matrix.cuda_toolkit(flavor_cuda(build.flavor) or "")
-            floor = toolkit and (toolkit.min_driver_windows if target.os == "windows" else toolkit.min_driver_linux)
-            for cc in target.compute_capabilities:
-                generation = matrix.compute_capability(cc)
-                gpu_floor = generation and (generation.min_driver_windows if target.os == "windows" else generation.min_driver_linux)
-                if floor and gpu_floor and _dotted(gpu_floor) > _dotted(floor):
-                    floor = gpu_floor
+            floor = _driver_floor(build, target, matrix)
             if floor:
-                candidate = (Version(rel.version), floor, build.flavor)
-                if best is None or candidate[0] > best[0] or (candidate[0] == best[0] and _dotted(floor) < _dotted(best[1])):
-                    best = candidate
-        if best:
-            return f"update the NVIDIA driver to >= {best[1]} to run torch {best[0]} ({best[2]}) on the GPU"
-        return "no torch build in the matrix carries kernels for this GPU's compute capability"
+                options.append((Version(rel.version), floor, build.flavor))
+        if not options:
+            return "no torch build in the matrix carries kernels for this GPU's compute capability"
+        lowest = min(options, key=lambda o: (_dotted(o[1]), [-p for p in o[0].release]))
+        newest = min((o for o in options if o[0] == max(x[0] for x in options)), key=lambda o: _dotted(o[1]))
+        hint = f"update the NVIDIA driver to >= {lowest[1]} to run torch {lowest[0]} ({lowest[2]}){outside} on the GPU"
+        if newest[0] != lowest[0]:
+            hint += f", or >= {newest[1]} for torch {newest[0]} ({newest[2]})"
+        return hint
     if target.gpu == "amd":
-        supported = sorted({(rel.version, b.flavor) for rel, b, _ in soft if flavor_kind(b.flavor) == "rocm"}, key=lambda x: Version(x[0]))
-        return f"no ROCm build lists {', '.join(target.gpu_archs)}" + (f" (ROCm builds seen: {supported[-1][1]})" if supported else "")
+        fits = sorted(((Version(rel.version), b.flavor) for rel, b in platform_builds
+                       if flavor_kind(b.flavor) == "rocm" and set(target.gpu_archs) <= set(matrix.rocm_gfx(b))), reverse=True)
+        if fits:
+            return f"torch {fits[0][0]} ({fits[0][1]}) supports {', '.join(target.gpu_archs)}; relax the project's torch bounds to use the GPU"
+        return f"no ROCm build of torch lists {', '.join(target.gpu_archs)}"
     return ""
+
+
+def _driver_floor(build: TorchBuild, target: Target, matrix: Matrix) -> str | None:
+    """The oldest driver that runs this build on every target GPU: the toolkit's floor or the GPU generation's."""
+    toolkit = matrix.cuda_toolkit(flavor_cuda(build.flavor) or "")
+    floor = toolkit and (toolkit.min_driver_windows if target.os == "windows" else toolkit.min_driver_linux)
+    for cc in target.compute_capabilities:
+        generation = matrix.compute_capability(cc)
+        gpu_floor = generation and (generation.min_driver_windows if target.os == "windows" else generation.min_driver_linux)
+        if floor and gpu_floor and _dotted(gpu_floor) > _dotted(floor):
+            floor = gpu_floor
+    return floor or None
 
 
 def _describe_target(target: Target) -> str:
@@ -710,9 +735,9 @@ def _why_torch(rel: TorchRelease, build: TorchBuild, sw: _Software, target: Targ
         text += "; CPU build (no GPU on the target)" if target.gpu in ("none",) else "; CPU build"
     else:
         text += "; the PyPI wheel (MPS on Apple Silicon)" if target.os == "macos" else "; the PyPI wheel"
-    if sw.index_flavor:
+    if sw.index_flavor == build.flavor:
         text += f"; restricted to {sw.index_flavor} by {sw.index_origin}"
-    if sw.pinned_flavor:
+    if sw.pinned_flavor == build.flavor:
         text += f"; the project pins +{sw.pinned_flavor}"
     return text
 
