@@ -1,0 +1,128 @@
+"""Where packages come from: the install steps every renderer shares, and the network options of a build.
+
+`install_steps` decides, once for every output format, which requirements are installed in which step and
+from which indexes, so a Dockerfile, a bash script, a PowerShell script and a lock agree. `NetworkOptions`
+is what the CLI's network flags produce (mirrors, CA bundle, proxies); it turns into RenderOptions for
+the renderers and into build arguments/secrets for the builder. Pure: no I/O. Must not import docker or proc.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from envbuilder.errors import EnvbuilderError
+from envbuilder.plan import Plan
+from envbuilder.render import CA_SECRET_ID, RenderOptions
+from envbuilder.values import Value
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+# Built on the torch index with the same local version (+cu128, +rocm6.3): installed in the torch step.
+TORCH_FAMILY = ("torchvision", "torchaudio")
+
+
+class InstallStep(Value):
+    """One installer invocation: requirements and the package locations it may use."""
+
+    name: Literal["torch", "dependencies"]
+    requirements: tuple[str, ...]
+    index_url: str  # the default index
+    # Priority order. uv looks in these before index_url and, with its default first-index strategy, takes
+    # a package only from the first index that has its name. pip merges all of them; exact pins (torch's
+    # +local version) are what keep it on the right build.
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+
+
+def torch_index_url(plan: Plan, options: RenderOptions) -> str | None:
+    """The flavour's index (or its mirror); None for the "default" flavour, which comes from the default index."""
+    if plan.torch.flavor == "default":
+        return None
+    url = options.torch_index_url or plan.torch.index_url
+    return None if url == default_index_url(options) else url
+
+
+def default_index_url(options: RenderOptions) -> str:
+    return options.index_url or DEFAULT_INDEX_URL
+
+
+def torch_pins(plan: Plan) -> tuple[str, ...]:
+    """torch and the companions built with it, exact versions (local part included)."""
+    family = sorted(c.pin for name, c in plan.companions.items() if _in_torch_step(plan, name))
+    return (f"torch=={plan.torch.local}", *family)
+
+
+def install_steps(plan: Plan, options: RenderOptions) -> tuple[InstallStep, ...]:
+    """The torch step, then (when there is anything to install) the project dependencies step."""
+    for requirement in (*plan.dependencies, *(c.pin for c in plan.companions.values()), plan.torch.local):
+        if requirement.lstrip().startswith("-"):
+            raise EnvbuilderError("render-unsafe-value", f"requirement {requirement!r} starts with '-', "
+                                  "which an installer would read as an option", "requirements are PEP 508 strings")
+    default = default_index_url(options)
+    torch_url = torch_index_url(plan, options)
+    steps = [InstallStep(name="torch", requirements=torch_pins(plan), index_url=default,
+                         extra_index_urls=(torch_url,) if torch_url else (), find_links=options.find_links)]
+
+    others = [c for name, c in sorted(plan.companions.items()) if not _in_torch_step(plan, name)]
+    if plan.dependencies or others:
+        extras: list[str] = []
+        for decl in plan.indexes:
+            if decl.kind != "find-links":
+                extras.append(decl.url)
+        extras.extend(c.index_url for c in others if c.index_url)
+        extras.extend(options.extra_index_urls)
+        find_links = [*options.find_links, *(d.url for d in plan.indexes if d.kind == "find-links")]
+        # The torch pins ride along as requirements: they are installed already, so the installer keeps
+        # them, and a dependency that wants another torch build fails loudly instead of swapping it.
+        requirements = (*plan.dependencies, *(c.pin for c in others), *torch_pins(plan))
+        steps.append(InstallStep(name="dependencies", requirements=_unique(requirements), index_url=default,
+                                 extra_index_urls=_unique(u for u in extras if u != default),
+                                 find_links=_unique(find_links)))
+    return tuple(steps)
+
+
+def _in_torch_step(plan: Plan, name: str) -> bool:
+    companion = plan.companions[name]
+    return name in TORCH_FAMILY or (companion.index_url is not None and companion.index_url == plan.torch.index_url)
+
+
+def _unique(items) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+class NetworkOptions(Value):
+    """The network flags of `render`, `build` and `run`, as typed: mirrors, wheel locations, CA bundle, proxies."""
+
+    base_image: str | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    torch_index_url: str | None = None
+    find_links: tuple[str, ...] = ()
+    ca_cert: str | None = None  # a PEM bundle on this machine (already resolved from --ca-cert / --host-ca)
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: str | None = None
+    network: Literal["default", "host", "none"] | None = None  # docker --network for builds and runs
+
+    def render_options(self, *, venv: str | None = None, copy_project: bool = True, netrc: bool = False,
+                       uv_version: str | None = None) -> RenderOptions:
+        """RenderOptions with the same meaning: the CA becomes a BuildKit secret (Dockerfile) and a path (scripts)."""
+        extra = {"uv_version": uv_version} if uv_version else {}
+        return RenderOptions(
+            base_image=self.base_image, index_url=self.index_url, extra_index_urls=self.extra_index_urls,
+            torch_index_url=self.torch_index_url, find_links=self.find_links, ca_cert=self.ca_cert is not None,
+            ca_cert_path=self.ca_cert, netrc=netrc, venv=venv, copy_project=copy_project, **extra,
+        )
+
+    def build_secrets(self) -> dict[str, str]:
+        """BuildKit secrets for `docker build --secret id=...,src=...` (never build args: those stay in history)."""
+        return {CA_SECRET_ID: self.ca_cert} if self.ca_cert else {}
+
+    def proxy_env(self) -> dict[str, str]:
+        """Proxy variables, both spellings. Docker's predefined proxy build args reach RUN steps without
+        an ARG line and are left out of the image's history, so the builder can pass these as --build-arg."""
+        env: dict[str, str] = {}
+        for key, value in (("HTTP_PROXY", self.http_proxy), ("HTTPS_PROXY", self.https_proxy), ("NO_PROXY", self.no_proxy)):
+            if value:
+                env[key] = value
+                env[key.lower()] = value
+        return env
