@@ -1,0 +1,405 @@
+"""The run store: every run's record and metric series, in SQLite, safe with many writers at once.
+
+Owns RunRecord, RunStore and the database schema (created on first use, migrated by `user_version`).
+Several runs and processes write at once: the database is in WAL mode, each connection waits on a
+busy lock (busy_timeout) instead of failing, and every write is one `BEGIN IMMEDIATE` transaction.
+A connection is opened per operation, so a RunStore may be shared between threads.
+Logs live in files (settings.runs_dir/<id>/log.txt); the store records their path.
+
+Must not import docker: `reconcile` is given a callable that answers a container's state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+from envbuilder.errors import EnvbuilderError
+from envbuilder.metrics import MetricPoint
+from envbuilder.values import Value
+
+RunStatus = Literal["running", "completed", "failed", "stopped"]
+RUNNING: RunStatus = "running"
+COMPLETED: RunStatus = "completed"
+FAILED: RunStatus = "failed"
+STOPPED: RunStatus = "stopped"
+STATUSES: tuple[RunStatus, ...] = (RUNNING, COMPLETED, FAILED, STOPPED)
+FINISHED_STATUSES: tuple[RunStatus, ...] = (COMPLETED, FAILED, STOPPED)
+
+# Container states (Docker's State.Status) in which the run is over. Anything else (running, paused, a state
+# a newer engine invents) leaves the record alone: failing a live run is worse than a late update.
+ENDED_CONTAINER_STATES = frozenset({"exited", "dead", "removing"})
+VANISHED = "container vanished"
+
+_BUSY_TIMEOUT_MS = 30_000
+
+# Index i takes the schema from user_version i to i + 1. Append; never edit a released step.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL,
+        job TEXT,
+        image TEXT,
+        plan TEXT,
+        command TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'stopped')),
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        exit_code INTEGER,
+        container_id TEXT,
+        log_path TEXT NOT NULL,
+        artifacts_dir TEXT,
+        args TEXT NOT NULL DEFAULT '{}',
+        error TEXT,
+        stop_requested_at REAL,
+        owner_host TEXT,
+        owner_pid INTEGER
+    );
+    CREATE INDEX runs_started ON runs (started_at DESC);
+    CREATE INDEX runs_status ON runs (status);
+    CREATE INDEX runs_project ON runs (project, started_at DESC);
+    CREATE TABLE metrics (
+        run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value REAL,
+        t REAL NOT NULL
+    );
+    CREATE INDEX metrics_run ON metrics (run_id, name, step);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class RunRecord(Value):
+    """One run as the store holds it. Times are UTC."""
+
+    id: str
+    project: str
+    job: str | None = None
+    image: str | None = None
+    plan: dict[str, Any] | None = None
+    command: tuple[str, ...]
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    container_id: str | None = None
+    log_path: str
+    artifacts_dir: str | None = None
+    args: dict[str, Any] = {}
+    error: str | None = None
+    stop_requested_at: datetime | None = None
+    owner_host: str | None = None
+    owner_pid: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    @property
+    def duration_s(self) -> float | None:
+        end = self.finished_at or (datetime.now(timezone.utc) if self.running else None)
+        return None if end is None else (end - self.started_at).total_seconds()
+
+
+MetricSeries = dict[str, list[tuple[int, float]]]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """`r-YYYYMMDD-HHMMSS-xxxx` (UTC): sorts by start time, readable, and short enough to type."""
+    now = now or datetime.now(timezone.utc)
+    return f"r-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+class RunStore:
+    """The run database at `path`; run folders (logs) under `runs_dir` (default: next to the database)."""
+
+    def __init__(self, path: Path, runs_dir: Path | None = None) -> None:
+        self.path = Path(path)
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else self.path.parent / "runs"
+        self._ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "RunStore":
+        return cls(settings.runs_db, settings.runs_dir)
+
+    # --- connections and schema ---------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if not self._ready:
+            self._migrate(conn)
+            self._ready = True
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # WAL lets readers (runs list) go on while a run writes metrics; it persists in the file.
+        for attempt in range(50):
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:  # another process holds the lock while switching
+                time.sleep(0.05 * (attempt + 1))
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            if version > SCHEMA_VERSION:
+                raise EnvbuilderError("runs-db-newer", f"{self.path} has schema version {version}, newer than this "
+                                      f"envbuilder's {SCHEMA_VERSION}", "upgrade envbuilder")
+            for step in _MIGRATIONS[version:]:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, holding the write lock from the start so it never has to upgrade (and deadlock)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        project: str,
+        command: Sequence[str],
+        *,
+        job: str | None = None,
+        image: str | None = None,
+        plan: dict[str, Any] | None = None,
+        artifacts_dir: str | os.PathLike[str] | None = None,
+        args: dict[str, Any] | None = None,
+        container_id: str | None = None,
+    ) -> RunRecord:
+        """Record a new `running` run (owned by this process) and create its folder and empty log file."""
+        now = datetime.now(timezone.utc)
+        for _ in range(20):
+            run_id = new_run_id(now)
+            log_path = self.runs_dir / run_id / "log.txt"
+            try:
+                with self._write() as conn:
+                    conn.execute(
+                        "INSERT INTO runs (id, project, job, image, plan, command, status, started_at, log_path,"
+                        " artifacts_dir, args, container_id, owner_host, owner_pid)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, project, job, image, _dump(plan), json.dumps(list(command)), now.timestamp(),
+                         str(log_path), None if artifacts_dir is None else str(artifacts_dir),
+                         json.dumps(args or {}), container_id, socket.gethostname(), os.getpid()),
+                    )
+            except sqlite3.IntegrityError:
+                continue  # two runs started in the same second drew the same suffix
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.touch(exist_ok=True)
+            return self.get(run_id)
+        raise EnvbuilderError("run-id-exhausted", "could not draw a unique run id", "try again")
+
+    def set_container(self, run_id: str, container_id: str) -> None:
+        self._update(run_id, "container_id = ?", (container_id,))
+
+    def add_metrics(self, run_id: str, points: Iterable[MetricPoint | tuple[int, str, float, float]]) -> int:
+        """Append points in one transaction; returns how many. NaN is stored as NULL (SQLite has no NaN)."""
+        rows = []
+        for point in points:
+            step, name, value, t = (point.step, point.name, point.value, point.t) if isinstance(point, MetricPoint) \
+                else point
+            value = float(value)
+            rows.append((run_id, int(step), str(name), None if math.isnan(value) else value, float(t)))
+        if not rows:
+            return 0
+        with self._write() as conn:
+            self._require(conn, run_id)
+            conn.executemany("INSERT INTO metrics (run_id, step, name, value, t) VALUES (?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def finish_run(self, run_id: str, status: RunStatus, exit_code: int | None, error: str | None = None) -> RunRecord:
+        """Record how the run ended. The last finisher wins (a late `completed` corrects a reconciled `failed`)."""
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"finish_run needs one of {FINISHED_STATUSES}, got {status!r}")
+        self._update(run_id, "status = ?, exit_code = ?, error = ?, finished_at = ?",
+                     (status, exit_code, error, time.time()))
+        return self.get(run_id)
+
+    def request_stop(self, run_id: str) -> RunRecord:
+        """Note that a stop was asked for (the executor's watcher reads it); a finished run is left as it is."""
+        with self._write() as conn:
+            self._require(conn, run_id)
+            conn.execute("UPDATE runs SET stop_requested_at = ? WHERE id = ? AND status = 'running'"
+                         " AND stop_requested_at IS NULL", (time.time(), run_id))
+        return self.get(run_id)
+
+    def stop_requested(self, run_id: str) -> bool:
+        return self.get(run_id).stop_requested_at is not None
+
+    def _update(self, run_id: str, assignments: str, values: tuple[Any, ...]) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
+            if cursor.rowcount == 0:
+                raise _not_found(run_id)
+
+    @staticmethod
+    def _require(conn: sqlite3.Connection, run_id: str) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+            raise _not_found(run_id)
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run with this id, or the only one whose id starts with it; raises `run-not-found`."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None and run_id:
+                escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                rows = conn.execute("SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                                    (escaped + "%",)).fetchall()
+                if len(rows) > 1:
+                    raise EnvbuilderError("run-ambiguous", f"more than one run id starts with {run_id!r}",
+                                          "give more of the id; `envbuilder runs list` shows them")
+                row = rows[0] if rows else None
+        if row is None:
+            raise _not_found(run_id)
+        return _record(row)
+
+    def find(self, run_id: str) -> RunRecord | None:
+        try:
+            return self.get(run_id)
+        except EnvbuilderError as exc:
+            if exc.code == "run-not-found":
+                return None
+            raise
+
+    def list_runs(self, limit: int | None = 20, project: str | None = None, status: RunStatus | None = None,
+                  job: str | None = None) -> list[RunRecord]:
+        """Runs, newest first."""
+        where, values = [], []
+        for column, value in (("project", project), ("status", status), ("job", job)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                values.append(value)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            values.append(int(limit))
+        with self._read() as conn:
+            return [_record(row) for row in conn.execute(sql, values).fetchall()]
+
+    def metric_series(self, run_id: str) -> MetricSeries:
+        """name -> [(step, value), ...] in step order (then in the order they were recorded)."""
+        series: MetricSeries = {}
+        with self._read() as conn:
+            self._require(conn, run_id)
+            rows = conn.execute("SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY name, step, t, rowid",
+                                (run_id,)).fetchall()
+        for row in rows:
+            value = math.nan if row["value"] is None else row["value"]
+            series.setdefault(row["name"], []).append((row["step"], value))
+        return series
+
+    # --- reconciliation -------------------------------------------------------------------------------
+
+    def reconcile(self, container_state: Callable[[str], str | None]) -> list[str]:
+        """Fail `running` runs nobody is running any more; returns the ids changed.
+
+        A run with a container is over when `container_state(container_id)` says it is gone (None) or
+        ended (exited, dead, removing). A run that never got a container is over when the process that started it
+        (on this host) is gone: it crashed before the container started.
+        """
+        changed: list[str] = []
+        host = socket.gethostname()
+        for record in self.list_runs(limit=None, status=RUNNING):
+            if record.container_id:
+                state = container_state(record.container_id)
+                if state is not None and state.lower() not in ENDED_CONTAINER_STATES:
+                    continue
+                error = VANISHED
+            else:
+                if record.owner_host != host or record.owner_pid is None or _process_alive(record.owner_pid):
+                    continue
+                error = "the envbuilder process that started this run exited before its container started"
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                    (error, time.time(), record.id))
+            if cursor.rowcount:
+                changed.append(record.id)
+        return changed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _not_found(run_id: str) -> EnvbuilderError:
+    return EnvbuilderError("run-not-found", f"no run {run_id!r}", "`envbuilder runs list` shows the recorded runs",
+                           {"run_id": run_id})
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, timezone.utc)
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"], project=row["project"], job=row["job"], image=row["image"],
+        plan=None if row["plan"] is None else json.loads(row["plan"]),
+        command=tuple(json.loads(row["command"])), status=row["status"],
+        started_at=_time(row["started_at"]), finished_at=_time(row["finished_at"]), exit_code=row["exit_code"],
+        container_id=row["container_id"], log_path=row["log_path"], artifacts_dir=row["artifacts_dir"],
+        args=json.loads(row["args"] or "{}"), error=row["error"], stop_requested_at=_time(row["stop_requested_at"]),
+        owner_host=row["owner_host"], owner_pid=row["owner_pid"],
+    )

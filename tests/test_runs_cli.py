@@ -1,0 +1,175 @@
+"""`envbuilder runs ...` and `envbuilder schema`, run in-process against a store in a temporary data dir."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import types
+
+import pytest
+
+from envbuilder.runs import RunStore
+from envbuilder.settings import Settings
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def executor(monkeypatch):
+    """Stands in for envbuilder.execute (the Docker side, another module's job): records what it is asked."""
+    calls: list[tuple] = []
+    module = types.ModuleType("envbuilder.execute")
+
+    def reconcile_runs(store, settings):
+        calls.append(("reconcile", settings.data_dir))
+        return []
+
+    def stop_run(store, run_id, grace_s, settings):
+        calls.append(("stop", run_id, grace_s))
+        return store.finish_run(run_id, "stopped", 143)
+
+    module.reconcile_runs = reconcile_runs
+    module.stop_run = stop_run
+    monkeypatch.setitem(sys.modules, "envbuilder.execute", module)
+    return calls
+
+
+@pytest.fixture
+def store(cli, tmp_path):
+    settings = Settings.from_env(tmp_path / "envbuilder-home")
+    return RunStore.from_settings(settings)
+
+
+def make_run(store, status="completed", job="train", metrics=True):
+    record = store.start_run("cifar", ["python", "train.py", "--epochs", "2"], job=job, image="envbuilder/cifar:1")
+    if metrics:
+        store.add_metrics(record.id, [(1, "loss", 1.0, 0.0), (2, "loss", 0.5, 0.0), (2, "val_loss", 0.7, 0.0),
+                                      (1, "lr", 1e-3, 0.0), (2, "lr", 1e-4, 0.0)])
+    if status != "running":
+        record = store.finish_run(record.id, status, 0 if status == "completed" else 1)
+    return record
+
+
+def test_list_json_newest_first(cli, store, executor):
+    first = make_run(store)
+    second = make_run(store, status="failed", job="eval")
+    result = cli("runs", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["id"] for row in rows] == [second.id, first.id]
+    for key in ("id", "status", "exit_code", "command", "started_at", "job", "image", "finished_at"):
+        assert key in rows[0]
+    assert rows[0]["status"] == "failed" and rows[0]["exit_code"] == 1
+    assert rows[1]["command"] == ["python", "train.py", "--epochs", "2"]
+    assert ("reconcile", store.path.parent) in executor  # the executor reconciled before listing
+    assert [r["id"] for r in json.loads(cli("runs", "list", "--json", "--status", "completed").stdout)] == [first.id]
+    assert len(json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)) == 1
+    assert json.loads(cli("runs", "list", "--json", "--project", "other").stdout) == []
+
+
+def test_list_human(cli, store, executor):
+    assert "no runs recorded" in cli("runs", "list").stdout
+    record = make_run(store)
+    result = cli("runs", "list")
+    assert result.exit_code == 0 and record.id in result.stdout and "completed" in result.stdout
+
+
+def test_list_without_the_executor_module(cli, store, monkeypatch):
+    monkeypatch.setitem(sys.modules, "envbuilder.execute", None)  # importing it raises ImportError
+    make_run(store)
+    result = cli("runs", "list", "--json")
+    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 1
+
+
+def test_show_json_has_metrics(cli, store, executor):
+    record = make_run(store)
+    result = cli("runs", "show", record.id, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["id"] == record.id and data["status"] == "completed"
+    assert data["metrics"] == {"loss": [[1, 1.0], [2, 0.5]], "lr": [[1, 1e-3], [2, 1e-4]], "val_loss": [[2, 0.7]]}
+    human = cli("runs", "show", record.id)
+    assert record.id in human.stdout and "loss" in human.stdout
+
+
+def test_unknown_run_id(cli, store, executor):
+    for command in (["show", "r-missing"], ["logs", "r-missing"], ["stop", "r-missing"], ["plot", "r-missing"]):
+        result = cli("runs", *command)
+        assert result.exit_code == 1, command
+        assert "run-not-found" in result.stderr and "envbuilder runs list" in result.stderr
+
+
+def test_logs_and_tail(cli, store, executor):
+    record = make_run(store)
+    with open(record.log_path, "w", encoding="utf-8") as log:
+        log.write("".join(f"line {i}\n" for i in range(10)))
+    assert cli("runs", "logs", record.id).stdout == "".join(f"line {i}\n" for i in range(10))
+    assert cli("runs", "logs", record.id, "--tail", "2").stdout == "line 8\nline 9\n"
+
+
+def test_logs_follow_until_the_run_ends(cli, store, executor):
+    record = make_run(store, status="running")
+
+    def write_then_finish():
+        with open(record.log_path, "a", encoding="utf-8") as log:
+            for i in range(3):
+                log.write(f"epoch {i}\n")
+                log.flush()
+                time.sleep(0.2)
+        store.finish_run(record.id, "completed", 0)
+
+    writer = threading.Thread(target=write_then_finish)
+    writer.start()
+    result = cli("runs", "logs", record.id, "--follow")
+    writer.join()
+    assert result.exit_code == 0
+    assert result.stdout == "epoch 0\nepoch 1\nepoch 2\n"
+
+
+def test_stop_calls_the_executor(cli, store, executor):
+    record = make_run(store, status="running")
+    result = cli("runs", "stop", record.id, "--grace", "3")
+    assert result.exit_code == 0, result.stderr
+    assert ("stop", record.id, 3.0) in executor
+    assert store.get(record.id).status == "stopped" and "stopped" in result.stdout
+    again = cli("runs", "stop", record.id)
+    assert again.exit_code == 0 and "not running" in again.stdout
+
+
+def test_plot_writes_a_png(cli, store, executor, tmp_path):
+    record = make_run(store)
+    out = tmp_path / "plot.png"
+    result = cli("runs", "plot", record.id, "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    data = out.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5_000
+    default = cli("runs", "plot", record.id)
+    assert default.exit_code == 0 and default.stdout.strip().endswith("metrics.png")
+
+
+@pytest.mark.parametrize("series", [
+    {"loss": [(1, 1.0), (2, 0.5)], "val_loss": [(2, 0.7)], "lr": [(1, 1e-3), (2, 1e-4)]},
+    {"loss": [(1, 1.0), (2, float("nan")), (3, float("inf"))]},  # no lr, non-finite values
+    {"lr": [(1, 0.0), (2, 1e-3)]},  # a zero lr: no log scale
+    {"accuracy": [(1, 0.5)], "val_accuracy": [(1, 0.4)]},
+    {"grad_norm": [(1, 3.0)]},
+    {},
+])
+def test_plot_run_handles_missing_series(tmp_path, series):
+    from envbuilder.plot import plot_run
+
+    out = plot_run(series, tmp_path / "sub" / "m.png", "title")
+    data = out.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1_000
+
+
+def test_schema_command(cli, tmp_path):
+    result = cli("schema")
+    assert result.exit_code == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert "Job" in schema["$defs"] and "shm-size" in schema["$defs"]["Job"]["properties"]
+    out = tmp_path / "schema.json"
+    assert cli("schema", "--output", str(out)).exit_code == 0
+    assert json.loads(out.read_text()) == schema
