@@ -225,6 +225,9 @@ class Mount(ConfigValue):
         return f"{self.host_path(project_dir)}:{self.target}" + (":ro" if self.read_only else "")
 
 
+MountEntry = Annotated[Mount, BeforeValidator(lambda v: v, json_schema_input_type=Mount | str)]
+
+
 def parse_mount(text: str) -> dict[str, Any]:
     """`SRC:DST[:ro|rw]` -> {source, target, read-only}. SRC may be a Windows path (C:\\data)."""
     rest, mode = text, None
@@ -273,6 +276,9 @@ class MetricPattern(ConfigValue):
         return (self.name, self.pattern) if self.name else self.pattern
 
 
+MetricEntry = Annotated[MetricPattern, BeforeValidator(lambda v: v, json_schema_input_type=MetricPattern | str)]
+
+
 DType = Literal["float32", "float16", "float64", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"]
 
 
@@ -288,11 +294,16 @@ class InputSpec(ConfigValue):
         return {"shape": value} if isinstance(value, (list, tuple)) else value
 
 
+# The short forms ("SRC:DST[:ro]", a bare shape list) are part of the schema too, so that forms and
+# editors built from `envbuilder schema` accept what the loader accepts.
+InputEntry = Annotated[InputSpec, BeforeValidator(lambda v: v, json_schema_input_type=InputSpec | list[int])]
+
+
 class Export(ConfigValue):
     """An ONNX file the job writes, and how to check it against the framework's outputs."""
 
     path: RelativePath = Field(description="The ONNX file, relative to the job's artifacts folder.")
-    inputs: dict[str, InputSpec] = Field(default_factory=dict, description="Input name -> shape (and dtype); "
+    inputs: dict[str, InputEntry] = Field(default_factory=dict, description="Input name -> shape (and dtype); "
                                          "e.g. {input = [1, 3, 32, 32]}.")
     reference_inputs: RelativePath | None = Field(None, description="An .npz of inputs, relative to the artifacts folder.")
     reference_outputs: RelativePath | None = Field(None, description="An .npz of the expected outputs for "
@@ -319,7 +330,7 @@ class Job(ConfigValue):
 
     command: Command = Field(description="The command: a string (split like a shell would) or a list of arguments.")
     description: str = Field("", description="One line saying what the job does.")
-    mounts: tuple[Mount, ...] = Field((), description="Host folders to mount: 'SRC:DST[:ro|rw]' or "
+    mounts: tuple[MountEntry, ...] = Field((), description="Host folders to mount: 'SRC:DST[:ro|rw]' or "
                                       "{source, target, read-only}. Read-only unless rw/read-only = false.")
     artifacts: RelativePath = Field("artifacts", description="Folder, relative to the project, where the job "
                                     "writes checkpoints and exports.")
@@ -329,7 +340,7 @@ class Job(ConfigValue):
                                  "Docker's 64m default starves DataLoader workers.")
     workdir: ContainerPath | None = Field(None, description="Working directory in the container "
                                           "(default: the project folder).")
-    metrics: tuple[MetricPattern, ...] = Field((), description="Extra metric patterns, for log lines the "
+    metrics: tuple[MetricEntry, ...] = Field((), description="Extra metric patterns, for log lines the "
                                                "built-in parsers do not understand.")
     resume_arg: str | None = Field(None, description="Arguments that resume from a checkpoint, e.g. "
                                    "'--resume {checkpoint}'.")
