@@ -136,6 +136,18 @@ class Docker:
         repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
         self._call(f"tagging {ref}", lambda: self.client.api.tag(image, repo, tag, force=True))
 
+    def import_image(self, tarball: Path, ref: str, *, changes: Iterable[str] = ()) -> str:
+        """`docker import`: make an image from a root-filesystem tarball, with Dockerfile `changes`. Returns its id."""
+        repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+        self._call(
+            f"importing {ref}",
+            lambda: self.client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=list(changes)),
+        )
+        info = self.image_inspect(ref)
+        if info is None:
+            raise DockerError("import-failed", f"docker import did not produce {ref}", "rerun with -v", exit_code=EXIT_DOCKER)
+        return info["Id"]
+
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         import docker.errors
 

@@ -1,0 +1,184 @@
+"""Benchmark image builds (not a test): envbuilder's cached, staged builds against plain `docker build`
+and a naive hand-written Dockerfile, measured side by side in one run on the cpuproj fixture.
+
+    .venv/bin/python benchmarks/bench_build.py [--skip-naive]
+
+Needs: a running engine, the debootstrapped base (made if missing), /opt/wheels (torch 2.13.0+cpu, served
+on loopback as the PyTorch CPU index), PyPI through the host CA bundle. Prints a table and writes
+.bench/bench_build-<time>.json. "cold" is `--no-cache` (every layer rebuilt); BuildKit's cache mounts
+(uv's download cache) stay warm, as they do on any machine that has built before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from support.index_server import IndexServer, stable_port  # noqa: E402
+
+from envbuilder.api import plan_project  # noqa: E402
+from envbuilder.base import bootstrap_base  # noqa: E402
+from envbuilder.build import build_image  # noqa: E402
+from envbuilder.docker import Docker  # noqa: E402
+from envbuilder.plan import ResolveRequest, TargetFlags  # noqa: E402
+from envbuilder.render import RenderOptions  # noqa: E402
+from envbuilder.settings import Settings  # noqa: E402
+
+CA = Path("/etc/ssl/certs/ca-certificates.crt")
+WHEELS = Path("/opt/wheels")
+FIXTURE = REPO / "tests" / "data" / "projects-build" / "cpuproj"
+BENCH = REPO / ".bench"
+TARGET = TargetFlags(os="linux", arch="x86_64", gpu="none")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-naive", action="store_true", help="leave out the naive Dockerfile comparison")
+    args = parser.parse_args()
+
+    work = BENCH / "build-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    project = work / "cpuproj"
+    shutil.copytree(FIXTURE, project)
+    settings = Settings(work / "home")
+    docker = Docker()
+    base = bootstrap_base(docker).name
+    rows: list[tuple[str, str, str]] = []
+    results: dict = {"base": base, "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    with IndexServer([WHEELS], port=stable_port(str(WHEELS))) as index:
+        options = RenderOptions(base_image=base, torch_index_url=index.url)
+
+        def plan():
+            return plan_project(str(project), flags=TARGET, request=ResolveRequest(python="3.11"), settings=settings)[1]
+
+        def build(**kw):
+            return build_image(plan(), options, project_dir=project, settings=settings, docker=docker,
+                               network="host", ca_cert=CA, **kw)
+
+        cold = build(force=True)
+        results["cold"] = {"seconds": cold.seconds, "image": cold.image}
+        rows.append(("cold build (--no-cache, warm download cache)", f"{cold.seconds:.1f} s", _steps(cold)))
+
+        cli = [str(REPO / ".venv" / "bin" / "envbuilder"), "--data-dir", str(settings.data_dir), "build", str(project),
+               "--target-os", "linux", "--target-arch", "x86_64", "--gpu", "none", "--python", "3.11",
+               "--base-image", base, "--torch-index-url", index.url, "--ca-cert", str(CA), "--network", "host", "--json"]
+        noop = [_timed(lambda: subprocess.run(cli, check=True, capture_output=True)) for _ in range(3)]
+        out = json.loads(subprocess.run(cli, check=True, capture_output=True, text=True).stdout)
+        assert out["cached"], out
+        build_dir = settings.data_dir / "builds" / cold.build_key[:16]
+        docker_argv = ["/usr/bin/docker", "build", "--progress=plain", "--network", "host",
+                       "--secret", f"id=ca,src={CA}", "-f", str(build_dir / "Dockerfile"), "-t", "envbuilder-bench/docker-noop",
+                       str(project)]
+        env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+        docker_noop = [_timed(lambda: subprocess.run(docker_argv, check=True, capture_output=True, env=env)) for _ in range(3)]
+        results["noop"] = {"envbuilder_cli_s": noop, "docker_build_cached_s": docker_noop}
+        rows.append(("no-op rebuild: `envbuilder build` end to end", f"{min(noop):.2f} s", f"median of 3: {sorted(noop)[1]:.2f} s"))
+        rows.append(("no-op rebuild: `docker build`, fully cached", f"{min(docker_noop):.2f} s", f"median of 3: {sorted(docker_noop)[1]:.2f} s"))
+
+        (project / "cpuproj" / "__init__.py").write_text((project / "cpuproj" / "__init__.py").read_text() + "\nVERSION = 2\n")
+        src = build()
+        results["source_change"] = {"seconds": src.seconds, "steps": _step_status(src)}
+        rows.append(("rebuild after a source-only change", f"{src.seconds:.1f} s", _steps(src)))
+
+        pyproject = project / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace('"onnxruntime",', '"onnxruntime",\n  "six",'))
+        dep = build()
+        results["dependency_added"] = {"seconds": dep.seconds, "steps": _step_status(dep),
+                                       "log_excerpt": _grep(dep.log, ("Prepared", "Installed", "Resolved"))}
+        rows.append(("rebuild after adding one small dependency (six)", f"{dep.seconds:.1f} s", _steps(dep)))
+
+        size = _sizes(docker, dep.image, base)
+        results["size"] = size
+        rows.append(("image size", _mb(size["image"]),
+                     f"base {_mb(size['base'])} + /opt/venv {_mb(size['venv'])} + project {_mb(size['project'])} "
+                     f"= {_mb(size['parts'])}; overhead {size['overhead_pct']:+.1f} %"))
+
+        if not args.skip_naive:
+            naive = _naive(docker, base, index, project, work)
+            results["naive"] = naive
+            rows.append(("naive Dockerfile (COPY . . then pip install): cold", f"{naive['cold_s']:.1f} s", _mb(naive["size"])))
+            rows.append(("naive Dockerfile: rebuild after a source-only change", f"{naive['source_change_s']:.1f} s",
+                         "reinstalls every dependency"))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measurement':<{width}}  {'result':>10}  notes")
+    for name, value, notes in rows:
+        print(f"{name:<{width}}  {value:>10}  {notes}")
+    BENCH.mkdir(exist_ok=True)
+    out_file = BENCH / f"bench_build-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out_file.write_text(json.dumps({**results, "table": rows}, indent=2, default=str))
+    print(f"\nwritten {out_file}")
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return round(time.perf_counter() - started, 3)
+
+
+def _step_status(built) -> dict[str, str]:
+    return {s.title.split("]")[0] + "]": s.status for s in built.steps if s.title.startswith("[") and "internal" not in s.title}
+
+
+def _steps(built) -> str:
+    status = _step_status(built)
+    return ", ".join(f"{k.strip('[]')} {v}" for k, v in status.items() if not k.startswith("[base"))
+
+
+def _grep(log: Path | None, words) -> list[str]:
+    if not log:
+        return []
+    return [ln for ln in log.read_text().splitlines() if any(w in ln for w in words)]
+
+
+def _sizes(docker, image: str, base: str) -> dict:
+    def du(path: str) -> int:
+        c = docker.client.containers.run(image, ["du", "-sb", path], remove=True)
+        return int(c.decode().split()[0])
+
+    image_size = docker.image_inspect(image)["Size"]
+    base_size = docker.image_inspect(base)["Size"]
+    venv, proj = du("/opt/venv"), du("/workspace/project")
+    parts = base_size + venv + proj
+    return {"image": image_size, "base": base_size, "venv": venv, "project": proj, "parts": parts,
+            "overhead_pct": 100.0 * (image_size - parts) / parts}
+
+
+def _naive(docker, base: str, index: IndexServer, project: Path, work: Path) -> dict:
+    """What many projects write by hand: copy everything, then pip install (the CA copied in, as such files do)."""
+    ctx = work / "naive"
+    shutil.copytree(project, ctx)
+    shutil.copy(CA, ctx / "ca.pem")
+    (ctx / "requirements.txt").write_text("torch==2.13.0+cpu\nonnxruntime==1.32.0\nsix\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base}\nWORKDIR /app\nCOPY . .\n"
+        f"RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --cert /app/ca.pem "
+        f"--extra-index-url {index.url} -r requirements.txt\n"
+        "ENV PATH=/opt/venv/bin:$PATH\n"
+    )
+    argv = ["/usr/bin/docker", "build", "--network", "host", "-t", "envbuilder-bench/naive", str(ctx)]
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    cold = _timed(lambda: subprocess.run(argv + ["--no-cache"], check=True, capture_output=True, env=env))
+    (ctx / "cpuproj" / "__init__.py").write_text((ctx / "cpuproj" / "__init__.py").read_text() + "\nVERSION = 3\n")
+    again = _timed(lambda: subprocess.run(argv, check=True, capture_output=True, env=env))
+    return {"cold_s": cold, "source_change_s": again, "size": docker.image_inspect("envbuilder-bench/naive")["Size"]}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""`envbuilder build`: resolve the plan, build its image (content-addressed, cached), show progress.
+
+Thin: the work is envbuilder.build.build_image. Progress goes to stderr (a live line on a terminal, plain
+lines with -v or when stderr is not a terminal); stdout carries only the result (text, or JSON with --json).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from envbuilder.cli.netopts import network_options
+from envbuilder.cli.options import target_options
+from envbuilder.cli.output import console, emit_json, settings_of
+
+
+@click.command()
+@click.argument("source", default=".", metavar="[PATH_OR_GIT_URL]")
+@click.option("--ref", help="Branch, tag or commit when SOURCE is a git URL.")
+@target_options
+@network_options
+@click.option("--tag", "-t", metavar="NAME[:TAG]", help="Also tag the image NAME[:TAG].")
+@click.option("--dockerfile", "dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="Build FILE (a rendered Dockerfile you edited) instead of rendering one.")
+@click.option("--netrc", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Index credentials (.netrc) for the build, passed as a BuildKit secret.")
+@click.option("--no-cache", is_flag=True, help="Rebuild every step, even when an image with this key exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+def build(ctx: click.Context, source: str, ref: str | None, flags, request, network, tag: str | None,
+          dockerfile: Path | None, netrc: Path | None, no_cache: bool, as_json: bool) -> None:
+    """Build SOURCE's image for the resolved plan.
+
+    The image is tagged envbuilder/<project>:<build key> and :latest. A build whose Dockerfile, context files
+    and base image are unchanged returns the existing image at once (cached). Ctrl-C stops the build and keeps
+    the previous image.
+    """
+    from envbuilder.api import plan_project
+    from envbuilder.build import build_image
+    from envbuilder.docker import Docker
+
+    settings = settings_of(ctx)
+    verbose = bool(ctx.find_root().obj.get("verbose"))
+    docker = Docker(settings.docker_binary)
+    if network.base_image and request.python is None:
+        from envbuilder.base import base_python
+
+        # The base decides the interpreter: resolve for it rather than fail its Python check mid-build.
+        request = request.model_copy(update={"python": base_python(docker, network.base_image)})
+    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings)
+    options = network.render_options(netrc=netrc is not None)
+    with _progress(verbose) as on_line:
+        built = build_image(
+            plan, options, project_dir=Path(spec.source.path), settings=settings, docker=docker, tag=tag,
+            dockerfile_override=dockerfile, network=network.network, proxies=network.proxy_env(),
+            ca_cert=Path(network.ca_cert) if network.ca_cert else None, netrc=netrc, on_line=on_line, force=no_cache,
+        )
+    result = {**built.to_json(), "python": plan.python, "torch": plan.torch.local, "flavor": plan.torch.flavor}
+    if as_json:
+        result.pop("steps")
+        emit_json(result)
+        return
+    out = console()
+    state = "[green]cached[/] (no build needed)" if built.cached else f"built in {built.seconds:.1f} s"
+    out.print(f"[bold]{built.image}[/]  {state}")
+    out.print(f"  torch {plan.torch.local}, Python {plan.python}; also tagged {', '.join(built.tags[1:])}")
+    if built.log:
+        out.print(f"  log: {built.log}", soft_wrap=True)
+
+
+class _Progress:
+    """A rich live line: the running step, its elapsed time, and its last output line."""
+
+    def __init__(self) -> None:
+        from envbuilder.build import BuildProgress
+
+        self.progress = BuildProgress()
+        self.step_started = time.monotonic()
+        self.started = time.monotonic()
+        self.current = None
+
+    def __rich__(self):
+        from rich.text import Text
+
+        now = time.monotonic()
+        step = self.progress.current
+        title = f"#{step.number} {step.title}" if step else "starting the build"
+        text = Text.assemble(("building ", "bold"), (title[:120], ""),
+                             (f"  {now - self.step_started:.0f}s (total {now - self.started:.0f}s)", "cyan"))
+        if self.progress.last_output:
+            text.append("\n  " + self.progress.last_output[:160], style="dim")
+        return text
+
+
+class _progress:
+    """Context manager giving the on_line callback: a live display on a terminal, plain lines otherwise."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.err = console(stderr=True)
+        self.live = None
+
+    def __enter__(self):
+        if self.verbose or not self.err.is_terminal:
+            return self._plain
+        from rich.live import Live
+
+        self.display = _Progress()
+        self.live = Live(self.display, console=self.err, refresh_per_second=4, transient=True)
+        self.live.__enter__()
+        return self._live
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def _plain(self, line: str) -> None:
+        if self.verbose or line.startswith("# ") or _is_step_header(line):
+            self.err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _live(self, line: str) -> None:
+        changed = self.display.progress.feed(line)
+        if line.startswith("# "):
+            self.err.print(line, style="dim", markup=False, soft_wrap=True)
+        if changed is None:
+            return
+        if changed.status == "running":
+            self.display.step_started = time.monotonic()
+        elif changed.status in ("done", "cached", "error") and not changed.title.startswith("[internal]"):
+            mark = {"done": "[green]✓[/]", "cached": "[blue]cached[/]", "error": "[red]✗[/]"}[changed.status]
+            took = f" {changed.seconds:.1f}s" if changed.status == "done" and changed.seconds else ""
+            width = max(self.err.width - 20, 40)
+            self.err.print(f"{mark} #{changed.number} {_escape(changed.title[:width])}{took}")
+
+
+def _is_step_header(line: str) -> bool:
+    from envbuilder.build import is_step_header
+
+    return is_step_header(line)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,1 @@
+"""Test and benchmark helpers: a loopback package index, fixture projects, Docker fixtures."""
