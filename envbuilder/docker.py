@@ -241,6 +241,14 @@ class Docker:
         except docker.errors.NotFound:
             pass
 
+    def containers_labelled(self, key: str, value: str) -> list[str]:
+        """Ids of every container (any state, created included) with label key=value."""
+        found = self._call(
+            "listing containers",
+            lambda: self.client.api.containers(all=True, quiet=True, filters={"label": f"{key}={value}"}),
+        )
+        return [item["Id"] for item in found]
+
     # --- CLI (BuildKit) ----------------------------------------------------------------------------
     @cached_property
     def build_cli(self) -> BuildCli:

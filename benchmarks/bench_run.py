@@ -1,0 +1,78 @@
+"""How much `envbuilder run` costs over a bare `docker run`, and how fast the CLI starts.
+
+    .venv/bin/python benchmarks/bench_run.py [--image IMG] [-n 15]
+
+Measures, in one process and interleaved (so engine load hits both alike), the wall time of
+`envbuilder run DIR --image IMG -- true` against `docker run --rm IMG true`, then `envbuilder --help` and
+`envbuilder --version`. Prints medians side by side and the ratio; the target is a ratio under 1.3.
+The envbuilder side does what a real run does: records the run in SQLite, mounts the project, streams
+logs to a file, parses metrics and removes the container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_IMAGE = "envbuilder/base-python:3.11-bookworm"
+TARGET_RATIO = 1.3
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"image to run `true` in (default {DEFAULT_IMAGE})")
+    parser.add_argument("-n", type=int, default=15, help="repetitions of each measurement (default 15)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+
+    envbuilder = shutil.which("envbuilder", path=str(Path(sys.executable).parent)) or "envbuilder"
+    docker = shutil.which("docker") or "docker"
+    with tempfile.TemporaryDirectory(prefix="envbuilder-bench-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        env = {**os.environ, "ENVBUILDER_HOME": str(Path(tmp) / "home")}
+        bare_cmd = [docker, "run", "--rm", args.image, "true"]
+        ours_cmd = [envbuilder, "run", str(project), "--image", args.image, "--", "true"]
+        for cmd in (bare_cmd, ours_cmd):  # warm-up: page cache, the engine's image metadata, the run database
+            timed(cmd, env)
+        bare, ours = [], []
+        for _ in range(args.n):
+            bare.append(timed(bare_cmd, env))
+            ours.append(timed(ours_cmd, env))
+        help_s = [timed([envbuilder, "--help"], env) for _ in range(args.n)]
+        version_s = [timed([envbuilder, "--version"], env) for _ in range(args.n)]
+
+    figures = {
+        "image": args.image, "n": args.n,
+        "docker_run_median_s": statistics.median(bare), "envbuilder_run_median_s": statistics.median(ours),
+        "ratio": statistics.median(ours) / statistics.median(bare),
+        "help_median_s": statistics.median(help_s), "version_median_s": statistics.median(version_s),
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"image {args.image}, median of {args.n}")
+        print(f"  docker run --rm IMG true                  {figures['docker_run_median_s'] * 1000:7.0f} ms")
+        print(f"  envbuilder run DIR --image IMG -- true    {figures['envbuilder_run_median_s'] * 1000:7.0f} ms")
+        print(f"  ratio                                     {figures['ratio']:7.2f} x (target < {TARGET_RATIO})")
+        print(f"  envbuilder --help                         {figures['help_median_s'] * 1000:7.0f} ms")
+        print(f"  envbuilder --version                      {figures['version_median_s'] * 1000:7.0f} ms")
+    return 0 if figures["ratio"] < TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

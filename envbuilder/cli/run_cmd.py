@@ -1,0 +1,262 @@
+"""`envbuilder run` and `envbuilder pipeline`: build the project's image if needed, run jobs in it.
+
+Thin: the work is envbuilder.execute (run_job, run_pipeline) and envbuilder.build (build_image). The job's
+own output goes to stdout as it happens (stderr with --json, so stdout carries only the result); build
+progress and our notes go to stderr. The exit code is the job's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from envbuilder.cli.netopts import network_options
+from envbuilder.cli.options import target_options
+from envbuilder.cli.output import emit_json, settings_of
+
+
+class _DashDashCommand(click.Command):
+    """Keeps what follows the first `--` apart: `run PATH -- CMD ...` runs CMD instead of a job."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            split = args.index("--")
+            ctx.meta["envbuilder.after_dashdash"] = list(args[split + 1 :])
+            args = args[:split]
+        return super().parse_args(ctx, args)
+
+
+def _run_options(f):
+    for decorator in reversed((
+        click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build)."),
+        click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]",
+                     help="Mount a host path (repeatable); read-only unless :rw."),
+        click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+                     help="Host folder mounted writable at /artifacts. Default: the job's artifacts folder."),
+        click.option("--env", "env", multiple=True, metavar="K=V", help="Environment variable for the job (repeatable)."),
+        click.option("--gpus", metavar="auto|all|none|N", help="GPUs for the container. Default: the job's (auto)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the job's output goes to stderr)."),
+    )):
+        f = decorator(f)
+    return f
+
+
+@click.command(cls=_DashDashCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("path", metavar="PATH")
+@click.argument("job_and_args", nargs=-1, type=click.UNPROCESSED, metavar="[JOB [ARGS]...] [-- CMD...]")
+@target_options
+@network_options
+@_run_options
+@click.option("--resume", metavar="CHECKPOINT", help="Resume from CHECKPOINT (through the job's resume-arg).")
+@click.option("--rw", is_flag=True, help="Mount the project read-write (default: read-only).")
+@click.pass_context
+def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], flags, request, network, image, mounts,
+        artifacts, env, gpus, as_json, resume, rw) -> None:
+    """Run JOB from PATH's config, or `-- CMD ...`, inside the project's image.
+
+    The image is built first when needed (cached when nothing changed). The project is mounted read-only at
+    /workspace/project, the artifacts folder writable at /artifacts; the job runs as you, so what it writes
+    is yours. Ctrl-C stops the job (SIGTERM, then SIGKILL after 10 s) and records the run as stopped.
+    """
+    from envbuilder.execute import parse_env_args, parse_mount_arg, run_job
+
+    after = ctx.meta.get("envbuilder.after_dashdash")
+    project_dir = Path(path)
+    job_name, args, command = None, list(job_and_args[1:]), None
+    if job_and_args:
+        job_name = job_and_args[0]
+        args += after or []
+    elif after:
+        command = after
+    else:
+        raise click.UsageError("name a JOB from the project's config, or pass -- CMD ...")
+    settings = settings_of(ctx)
+    job = None
+    if job_name:
+        from envbuilder.config import load_config
+
+        job = load_config(project_dir).job(job_name)
+    extra_mounts = [parse_mount_arg(m) for m in mounts]
+    env_vars = parse_env_args(env)
+
+    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, flags, request, network, as_json)
+    out = _job_output(as_json)
+    result = run_job(
+        image=image_ref, project_dir=project_dir, job=job, command=command, args=args, job_name=job_name,
+        settings=settings, docker=docker, store=_store(settings), extra_mounts=extra_mounts, artifacts_dir=artifacts,
+        env=env_vars, gpus=gpus, read_only_project=not rw, plan=plan, plan_hash=plan_hash, project_name=project_name,
+        resume_from=resume, network=_docker_network(network), on_line=out,
+    )
+    if as_json:
+        emit_json({**result.to_json(), "image": image_ref})
+    else:
+        _print_result(result)
+    _exit_with(result, f"run {result.run_id}")
+
+
+@click.command()
+@click.argument("path", metavar="PATH")
+@target_options
+@network_options
+@click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build).")
+@click.option("--skip", "skip", multiple=True, metavar="JOB", help="Leave JOB out (repeatable).")
+@click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Resume the first job that has a resume-arg (training) from FILE.")
+@click.option("--gpus", metavar="auto|all|none|N", help="GPUs for every job. Default: each job's (auto).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the jobs' output goes to stderr).")
+@click.pass_context
+def pipeline(ctx: click.Context, path: str, flags, request, network, image, skip, from_checkpoint, gpus, as_json) -> None:
+    """Run PATH's pipeline (e.g. train, then export) in one image, stopping at the first failure.
+
+    Exported ONNX models are verified in the same image; a model that fails verification fails its job.
+    """
+    from envbuilder.config import load_config
+    from envbuilder.execute import run_pipeline
+
+    settings = settings_of(ctx)
+    config = load_config(Path(path))
+    if not config.jobs:
+        raise click.UsageError(f"{path} declares no jobs: add [tool.envbuilder.jobs.NAME] with a command")
+    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, flags, request, network, as_json)
+    out = _job_output(as_json)
+
+    def announce(name: str) -> None:
+        click.secho(f"── {name} in {image_ref}", bold=True, err=True)
+
+    result = run_pipeline(
+        image=image_ref, project_dir=Path(path), config=config, settings=settings, docker=docker,
+        store=_store(settings), skip=skip, from_checkpoint=from_checkpoint, gpus=gpus, plan=plan, plan_hash=plan_hash,
+        project_name=project_name, network=_docker_network(network), on_line=out, on_job=announce,
+    )
+    if as_json:
+        emit_json({**result.to_json(), "image": image_ref})
+    else:
+        _print_pipeline(result, image_ref)
+    if not result.ok:
+        _exit_with(result.runs[-1], f"pipeline stopped at job {result.runs[-1].job!r}: run {result.runs[-1].run_id}")
+
+
+# --- shared steps ---------------------------------------------------------------------------------------
+
+
+def _image_for(ctx, source, image, flags, request, network, quiet):
+    """(docker, image, plan, plan_hash, project name): the given --image, else the plan's image, built if needed."""
+    from envbuilder.docker import Docker
+
+    settings = settings_of(ctx)
+    docker = Docker(settings.docker_binary)
+    if image:
+        info = docker.image_inspect(image)
+        if info is None:
+            from envbuilder.errors import EXIT_DOCKER, DockerError
+
+            raise DockerError("image-not-found", f"image {image} is not available locally",
+                              "build it with `envbuilder build`, or drop --image to build it now", exit_code=EXIT_DOCKER)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        return docker, image, None, labels.get("org.envbuilder.plan-hash"), labels.get("org.envbuilder.project") or None
+
+    from envbuilder.api import plan_project
+    from envbuilder.build import build_image, is_step_header
+
+    if network.base_image and request.python is None:
+        from envbuilder.base import base_python
+
+        request = request.model_copy(update={"python": base_python(docker, network.base_image)})
+    spec, plan = plan_project(source, flags=flags, request=request, settings=settings)
+    verbose = bool(ctx.find_root().obj.get("verbose"))
+
+    def progress(line: str) -> None:
+        if verbose or is_step_header(line):
+            click.secho(line, dim=True, err=True)
+
+    built = build_image(
+        plan, network.render_options(), project_dir=Path(spec.source.path), settings=settings, docker=docker,
+        network=network.network, proxies=network.proxy_env(),
+        ca_cert=Path(network.ca_cert) if network.ca_cert else None, on_line=progress,
+    )
+    if not quiet or verbose:
+        state = "cached" if built.cached else f"built in {built.seconds:.1f} s"
+        click.echo(f"{click.style(built.image, bold=True)} ({state}; torch {plan.torch.local}, Python {plan.python})",
+                   err=True)
+    return docker, built.image, plan, built.plan_hash, plan.project_name
+
+
+def _docker_network(network) -> str | None:
+    return None if network.network in (None, "default") else network.network
+
+
+def _store(settings):
+    from envbuilder.runs import RunStore
+
+    return RunStore.from_settings(settings)
+
+
+def _job_output(as_json: bool):
+    def echo(line: str) -> None:
+        click.echo(line, err=as_json)
+
+    return echo
+
+
+def _exit_code(result) -> int:
+    if result.status == "completed":
+        return 0
+    return result.exit_code if result.exit_code not in (None, 0) else 1
+
+
+def _exit_with(result, what: str) -> None:
+    """The job's exit code becomes ours, through the one place that maps errors to exit codes (cli.main)."""
+    code = _exit_code(result)
+    if code == 0:
+        return
+    from envbuilder.errors import EnvbuilderError
+
+    raise EnvbuilderError(f"run-{result.status}", f"{what} {result.status}: {result.message or f'exit {code}'}",
+                          f"read the log: {result.log_path}", {"run_id": result.run_id}, exit_code=code)
+
+
+def _metrics_text(metrics) -> str:
+    return " ".join(f"{name}={value:.4g}" for name, value in metrics.items()) or "no metrics"
+
+
+_COLOURS = {"completed": "green", "failed": "red", "stopped": "yellow"}
+
+
+def _print_result(result) -> None:
+    # click, not rich: a run's fixed cost is mostly imports, and this is all the styling a summary needs
+    say = lambda text: click.echo(text, err=True)  # noqa: E731
+    say(f"{click.style(result.status, fg=_COLOURS.get(result.status), bold=True)} run {result.run_id} "
+        f"(exit {result.exit_code}) in {result.duration_s:.1f} s: {_metrics_text(result.metrics)}")
+    if result.message and result.status != "completed":
+        say(f"  {result.message}")
+    if result.artifacts_dir:
+        say(f"  artifacts: {result.artifacts_dir}")
+    for model in result.verified:
+        say(_model_text(model))
+    say(f"  log: {result.log_path}")
+
+
+def _model_text(model) -> str:
+    if model.ok:
+        diff = f"max abs diff {model.max_abs_diff:.2g}" if model.max_abs_diff is not None else "no reference"
+        return f"  {click.style('✓', fg='green')} ONNX {model.path} verified ({diff}); metadata {model.metadata_path}"
+    return f"  {click.style('✗', fg='red')} ONNX {model.path}: {model.reason}"
+
+
+def _print_pipeline(result, image: str) -> None:
+    state = click.style("completed", fg="green") if result.ok else click.style("failed", fg="red")
+    click.echo(f"{click.style('pipeline', bold=True)} {state} in {image}")
+    for run in result.runs:
+        status = click.style(f"{run.status:<9}", fg=_COLOURS.get(run.status))
+        click.echo(f"  {run.job:<10} {status} {run.run_id}  {run.duration_s:6.1f} s  {_metrics_text(run.metrics)}")
+        if run.message and run.status != "completed":
+            click.echo(f"             {run.message}")
+        if run.artifacts_dir:
+            click.echo(f"             artifacts: {run.artifacts_dir}")
+        for model in run.verified:
+            click.echo(_model_text(model))
+    for name in result.skipped:
+        click.echo(f"  {name:<10} skipped")
+    for name in result.not_run:
+        click.echo(f"  {name:<10} not run (an earlier job failed)")
