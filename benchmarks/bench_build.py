@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support.index_server import IndexServer, stable_port  # noqa: E402
+from envbuilder.localindex import IndexServer, stable_port  # noqa: E402
 
 from envbuilder.api import plan_project  # noqa: E402
 from envbuilder.base import bootstrap_base  # noqa: E402

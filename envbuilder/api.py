@@ -42,8 +42,13 @@ def plan_project(
     settings: Settings,
     host: HostInfo | None = None,
     matrix: Matrix | None = None,
+    torch_index: str | None = None,
 ) -> tuple[ProjectSpec, Plan]:
-    """Read the project, detect (or take) the target, and resolve its plan. Raises EnvbuilderError."""
+    """Read the project, detect (or take) the target, and resolve its plan. Raises EnvbuilderError.
+
+    torch_index: a mirror that replaces the flavour's PyTorch index (--torch-index-url). Its torch-family
+    pages are read first, so that the plan only picks builds the mirror really serves.
+    """
     from envbuilder.resolve import resolve, target_for
 
     project = read_project(source, ref=ref, settings=settings)
@@ -51,4 +56,9 @@ def plan_project(
     if host is None:
         host = detect_for(flags, settings)
     target: Target = target_for(host, flags, matrix)
-    return project, resolve(project, target, matrix, request)
+    available = None
+    if torch_index:
+        from envbuilder.wheelindex import snapshot_index
+
+        available = snapshot_index(torch_index)
+    return project, resolve(project, target, matrix, request, available)

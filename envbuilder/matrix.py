@@ -70,6 +70,7 @@ class TorchBuild(Value):
     sm: tuple[str, ...] = ()  # compute capabilities the wheels carry SASS for ("8.0"), CUDA flavours only
     ptx: str | None = None  # highest capability also shipped as PTX (JIT-compilable on newer GPUs)
     gfx: tuple[str, ...] = ()  # ROCm wheels' gfx targets; empty: take the ROCm release's list
+    on_pypi: bool = False  # PyPI serves this build under the plain version (no +local tag)
 
     @model_validator(mode="after")
     def _check(self) -> "TorchBuild":

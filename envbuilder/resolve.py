@@ -31,6 +31,7 @@ from envbuilder.host import HostInfo
 from envbuilder.matrix import Matrix, TorchBuild, TorchRelease, flavor_cuda, flavor_kind, flavor_rocm
 from envbuilder.plan import PackageChoice, Plan, PlanStatus, ResolveRequest, Target, TargetFlags, TorchChoice
 from envbuilder.project import IndexDecl, ProjectSpec, target_environment
+from envbuilder.wheelindex import IndexSnapshot, platform_matches
 
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 ONNXRUNTIME = ("onnxruntime", "onnxruntime-gpu")
@@ -144,7 +145,8 @@ class _Software:
 class _ProjectView:
     """The project's requirements evaluated for one target platform, cached per Python version."""
 
-    def __init__(self, project: ProjectSpec, target: Target, request: ResolveRequest) -> None:
+    def __init__(self, project: ProjectSpec, target: Target, request: ResolveRequest, available: IndexSnapshot | None = None) -> None:
+        self.available = available
         self.project = project
         self.target = target
         self.request = request
@@ -353,8 +355,13 @@ class _Candidate:
     fit: _Fit
 
 
-def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: ResolveRequest = ResolveRequest()) -> Plan:
-    """Pick Python, the torch build and companions for the project on the target. Raises ResolveConflict."""
+def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: ResolveRequest = ResolveRequest(),
+            available: IndexSnapshot | None = None) -> Plan:
+    """Pick Python, the torch build and companions for the project on the target. Raises ResolveConflict.
+
+    With `available` (a snapshot of the torch index or wheelhouse the build will use), only builds that index
+    really serves are candidates, and the plan pins the exact version strings it serves.
+    """
     if request.python and not _PYTHON_RE.match(request.python):
         raise EnvbuilderError("request-invalid", f"--python {request.python!r} is not X.Y", "pass e.g. --python 3.11", exit_code=EXIT_USAGE)
     if request.flavor:
@@ -363,7 +370,7 @@ def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: Resol
         except ValueError:
             raise EnvbuilderError("request-invalid", f"--flavor {request.flavor!r} is not a flavour",
                                   "use cpu, default, cuNNN (cu128) or rocmX.Y (rocm6.3)", exit_code=EXIT_USAGE) from None
-    view = _ProjectView(project, target, request)
+    view = _ProjectView(project, target, request, available)
     platform_builds = [(rel, b) for rel in matrix.releases_newest_first for b in rel.builds
                        if b.os == target.os and b.arch == target.arch]
     if not platform_builds:
@@ -417,9 +424,35 @@ def _software_ok(rel: TorchRelease, build: TorchBuild, py: str, view: _ProjectVi
         return False
     if sw.onnxruntime and not _onnxruntime_choices(matrix, sw, py):
         return False
+    if view.available is not None and not _served(view, rel, build, py, sw):
+        return False
     if ignore_torch_bounds:
         return True
     return not _torch_bound_violations(rel, build, sw)
+
+
+def _served_version(available: IndexSnapshot, name: str, public: str, build: TorchBuild, py: str, target: Target) -> str | None:
+    """The version string the index serves for this package, build and Python, or None."""
+    for wheel in available.files(name):
+        if wheel.public != public or (wheel.pythons and py not in wheel.pythons):
+            continue
+        if not platform_matches(wheel.platforms, target.os, target.arch):
+            continue
+        if wheel.local == build.flavor or (wheel.local is None and build.on_pypi):
+            return wheel.version
+    return None
+
+
+def _served(view: _ProjectView, rel: TorchRelease, build: TorchBuild, py: str, sw: _Software) -> bool:
+    available = view.available
+    if _served_version(available, "torch", rel.version, build, py, view.target) is None:
+        return False
+    for name in ("torchvision", "torchaudio"):
+        paired = getattr(rel, name)
+        if getattr(sw, name) is not None and name in available.listed and (
+                not paired or _served_version(available, name, paired, build, py, view.target) is None):
+            return False
+    return True
 
 
 def _torch_bound_violations(rel: TorchRelease, build: TorchBuild, sw: _Software) -> list[str]:
@@ -574,8 +607,22 @@ def _describe_target(target: Target) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _served_summary(available: IndexSnapshot, target: Target) -> str:
+    versions = sorted({w.version for w in available.files("torch") if platform_matches(w.platforms, target.os, target.arch)}, key=Version)
+    return f"torch {', '.join(versions[-6:])}" if versions else f"no torch wheel for {target.os}/{target.arch}"
+
+
 def _conflict(view: _ProjectView, platform_builds, matrix: Matrix) -> ResolveConflict:
     reasons: list[str] = []
+    if view.available is not None:
+        without = _ProjectView(view.project, view.target, view.request)
+        if any(_software_ok(rel, b, py, without, matrix, ignore_torch_bounds=False)
+               for rel, b in platform_builds for py in rel.python_for(b)):
+            reasons.append(f"{view.available.url} serves {_served_summary(view.available, view.target)}, "
+                           "and none of it fits the project's constraints and Python")
+            return ResolveConflict("index-has-no-fit", "; ".join(reasons),
+                                   "point --torch-index-url at an index with a fitting build, or relax the project's torch bounds",
+                                   context={"reasons": reasons}, exit_code=EXIT_CONFLICT)
     pythons = sorted({py for rel, b in platform_builds for py in rel.python_for(b)}, key=Version)
     req_py = view.requires_python
     if view.request.python and req_py and not req_py.contains(f"{view.request.python}.99"):
@@ -633,6 +680,14 @@ def _companion_version(version: str, flavor: str, target: Target) -> str:
     return version if flavor == "default" else f"{version}+{flavor}"
 
 
+def _pinned_version(view: _ProjectView, name: str, public: str, build: TorchBuild, py: str, target: Target) -> str:
+    if view.available is not None and name in view.available.listed:
+        served = _served_version(view.available, name, public, build, py, target)
+        if served:
+            return served
+    return _companion_version(public, build.flavor, target)
+
+
 def _make_plan(best: _Candidate, status: PlanStatus, notes: list[str], view: _ProjectView, target: Target,
                matrix: Matrix, request: ResolveRequest, project: ProjectSpec) -> Plan:
     rel, build, py = best.release, best.build, best.python
@@ -641,7 +696,7 @@ def _make_plan(best: _Candidate, status: PlanStatus, notes: list[str], view: _Pr
     torch = TorchChoice(
         version=rel.version,
         flavor=build.flavor,
-        local=_companion_version(rel.version, build.flavor, target),
+        local=_pinned_version(view, "torch", rel.version, build, py, target),
         index_url=index_url,
         cuda=flavor_cuda(build.flavor),
         rocm=flavor_rocm(build.flavor),
@@ -649,13 +704,18 @@ def _make_plan(best: _Candidate, status: PlanStatus, notes: list[str], view: _Pr
     reasons: list[str] = [f"target: {_describe_target(target)} ({target.source})"]
     warnings: list[str] = list(best.fit.warnings)
     reasons.append(_why_torch(rel, build, sw, target, matrix, best.fit))
+    if view.available is not None:
+        reasons.append(f"limited to what {view.available.url} serves: {_served_summary(view.available, target)}")
     reasons.append(_why_python(py, rel, build, view))
     companions: dict[str, PackageChoice] = {}
     for name in ("torchvision", "torchaudio"):
         wanted = getattr(sw, name)
         paired = getattr(rel, name)
         if wanted is not None and paired:
-            companions[name] = PackageChoice(name=name, version=_companion_version(paired, build.flavor, target), index_url=index_url)
+            companions[name] = PackageChoice(name=name, version=_pinned_version(view, name, paired, build, py, target), index_url=index_url)
+            if view.available is not None and name not in view.available.listed:
+                warnings.append(f"{view.available.url} has no {name} page; {name} {paired} will come from the default index, "
+                                "which may hold a build for another flavour")
             reasons.append(f"{name} {paired}: the release paired with torch {rel.version}")
     if sw.onnxruntime:
         ort_name, ort_choice, why = _pick_onnxruntime(matrix, sw, py, build, target)

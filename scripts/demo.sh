@@ -5,12 +5,11 @@
 #
 # Works without a registry (the base image is bootstrapped from Debian packages) and without
 # download.pytorch.org: when that index is unreachable, the torch wheels in $ENVBUILDER_WHEELS (/opt/wheels)
-# are served on loopback as the torch index, and the example runs from a copy pinned to that wheel's version.
+# are served on loopback as the torch index (a stand-in for a corporate mirror).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 wheels=${ENVBUILDER_WHEELS:-/opt/wheels}
-work=${ENVBUILDER_DEMO_DIR:-${TMPDIR:-/tmp}/envbuilder-demo}
 base=envbuilder/base-python:3.11-bookworm
 eb=("$repo/.venv/bin/envbuilder")
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
@@ -47,20 +46,21 @@ if ! curl -fsS -m 10 -o /dev/null https://download.pytorch.org/whl/cpu/torch/ 2>
   version=$(basename "$wheel" | sed -E 's/^torch-([^-+]+).*/\1/')
   say "download.pytorch.org is unreachable: serving $wheels on loopback (torch $version)"
   port=${ENVBUILDER_DEMO_INDEX_PORT:-18080}
-  .venv/bin/python tests/support/index_server.py "$wheels" --port "$port" >"$work.index.log" 2>&1 &
+  index_log=$(mktemp)
+  "${eb[@]}" index serve "$wheels" --port "$port" >"$index_log" 2>&1 &
   index_pid=$!
-  for _ in $(seq 1 50); do
-    if curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$port/simple/"; then break; fi
+  index_url=
+  for _ in $(seq 1 100); do
+    index_url=$(head -n 1 "$index_log")
+    if [ -n "$index_url" ] && curl -fsS -m 1 -o /dev/null "$index_url/"; then break; fi
+    index_url=
     sleep 0.1
   done
-  args+=(--torch-index-url "http://127.0.0.1:$port/simple")
-  # The resolver picks the newest torch the matrix knows; this index holds only $version, so pin it
-  # in a copy of the example (a constraints file, which envbuilder reads like pip's -c).
-  mkdir -p "$work" && rm -rf "$work/tinynet"
-  cp -r "$project" "$work/tinynet" && rm -rf "$work/tinynet/artifacts"
-  printf -- '-c constraints.txt\n' >"$work/tinynet/requirements.txt"
-  printf 'torch==%s\n' "$version" >"$work/tinynet/constraints.txt"
-  project=$work/tinynet
+  if [ -z "$index_url" ]; then
+    echo "envbuilder demo: the local index did not start:" >&2; cat "$index_log" >&2; exit 1
+  fi
+  # envbuilder reads this mirror's torch pages before resolving, so the plan picks what it serves.
+  args+=(--torch-index-url "$index_url")
 fi
 
 say "envbuilder pipeline $project ${args[*]}"

@@ -146,7 +146,7 @@ def test_dockerfile_override_builds_the_users_edit(build_env, cpuproj_image, cpu
 def test_cuda_image_from_a_loopback_index(build_env, tmp_path):
     """torch 2.14.1 as PyPI ships it (the CUDA 13.0 build) plus nvidia-* wheels, served from /opt/pypi-more."""
     from support.fixtures import CUDA_INDEX_ROOT
-    from support.index_server import IndexServer, stable_port
+    from envbuilder.localindex import IndexServer, stable_port
 
     from envbuilder.plan import Plan, Target, TorchChoice
 

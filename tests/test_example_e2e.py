@@ -1,8 +1,8 @@
 """The example project end to end: build with real torch, train, stop with SIGTERM and resume, export, verify.
 
 One test on purpose (minutes from a cold cache; seconds once BuildKit has the layers). download.pytorch.org
-is unreachable here, so the CPU wheel in /opt/wheels is served on loopback as the torch index, and the
-copy of the example gets a constraints file pinning torch to that wheel's version.
+is unreachable here, so the CPU wheel in /opt/wheels is served on loopback as the torch index; the resolver
+reads that index first and picks the build it serves.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support.index_server import IndexServer
+from envbuilder.localindex import IndexServer
 
 pytestmark = pytest.mark.docker
 
@@ -45,8 +45,6 @@ def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
     project = tmp_path / "tinynet"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("artifacts", "__pycache__"))
     torch_version = _local_torch_version()
-    (project / "requirements.txt").write_text("-c constraints.txt\n")
-    (project / "constraints.txt").write_text(f"torch=={torch_version}\n")
 
     with IndexServer(wheels=[WHEELS]) as index:
         started = time.monotonic()

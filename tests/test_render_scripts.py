@@ -21,7 +21,7 @@ from envbuilder.render import RenderOptions
 from envbuilder.render.quoting import PS_SINGLE_QUOTES, ps_quote, sh_quote
 from envbuilder.render.scripts import render_bash, render_powershell
 from golden.cases import check_golden, cpu_plan, cu128_plan, macos_plan, make_wheel, rocm_plan, windows_plan
-from support.index_server import IndexServer
+from envbuilder.localindex import IndexServer
 
 HOSTILE = [
     "plain",

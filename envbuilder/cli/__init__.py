@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "build": ("envbuilder.cli.build_cmd", "build", "Build the project's image (content-addressed, cached)."),
     "base": ("envbuilder.cli.base_cmd", "base", "Make base images without a registry (air-gapped hosts)."),
     "engine": ("envbuilder.cli.base_cmd", "engine", "Check, or start, the Docker engine."),
+    "index": ("envbuilder.cli.index_cmd", "index", "Serve wheel folders as a PEP 503 index on loopback (mirrors, air gaps)."),
     "run": ("envbuilder.cli.run_cmd", "run", "Run a job or command inside the project's image."),
     "pipeline": ("envbuilder.cli.run_cmd", "pipeline", "Run the project's jobs in order (train, then export)."),
     "runs": ("envbuilder.cli.runs_cmd", "runs", "List, show, follow, stop and plot recorded runs."),
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
     try:
-        cli.main(args=args, prog_name="envbuilder", standalone_mode=False)
-        return 0
+        # With standalone_mode=False click returns ctx.exit(N)'s code instead of exiting.
+        rv = cli.main(args=args, prog_name="envbuilder", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:

@@ -49,7 +49,8 @@ def build(ctx: click.Context, source: str, ref: str | None, flags, request, netw
 
         # The base decides the interpreter: resolve for it rather than fail its Python check mid-build.
         request = request.model_copy(update={"python": base_python(docker, network.base_image)})
-    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings)
+    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
+                              torch_index=network.torch_index_url)
     options = network.render_options(netrc=netrc is not None)
     with _progress(verbose) as on_line:
         built = build_image(

@@ -32,7 +32,8 @@ def render(ctx: click.Context, source: str, ref: str | None, flags, request, net
     """Render the plan for SOURCE as a Dockerfile, a bash or PowerShell install script, or an (unresolved) lock."""
     from envbuilder.api import plan_project
 
-    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx))
+    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
+                          torch_index=network.torch_index_url)
     options = network.render_options(venv=venv, netrc=netrc, copy_project=not no_copy)
     if fmt == "dockerfile":
         from envbuilder.render.dockerfile import render_dockerfile, render_dockerignore
@@ -71,7 +72,8 @@ def lock(ctx: click.Context, source: str, ref: str | None, flags, request, netwo
     from envbuilder.api import plan_project
     from envbuilder.render.lock import render_lock, resolve_lock
 
-    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx))
+    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
+                          torch_index=network.torch_index_url)
     options = network.render_options()
     resolved = None if no_resolve else resolve_lock(plan, options)
     _emit(render_lock(plan, options, resolved, format=fmt), output)

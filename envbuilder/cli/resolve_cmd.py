@@ -13,9 +13,11 @@ from envbuilder.errors import ResolveConflict
 @click.argument("source", default=".", metavar="[PATH_OR_GIT_URL]")
 @click.option("--ref", help="Branch, tag or commit when SOURCE is a git URL.")
 @target_options
+@click.option("--torch-index-url", metavar="URL",
+              help="A mirror of the flavour's PyTorch index: resolve only to builds it really serves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
 @click.pass_context
-def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, as_json: bool) -> None:
+def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, torch_index_url: str | None, as_json: bool) -> None:
     """Pick Python, the torch build and its companions for SOURCE, and explain why.
 
     Target flags replace detection, so a GPU-less machine can resolve for a cloud GPU, e.g.
@@ -24,7 +26,8 @@ def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, as
     from envbuilder.api import plan_project
 
     try:
-        _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx))
+        _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
+                               torch_index=torch_index_url)
     except ResolveConflict as exc:
         if as_json:
             emit_json({"status": "conflict", "code": exc.code, "reasons": exc.context.get("reasons", [exc.message]),

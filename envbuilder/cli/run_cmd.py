@@ -163,7 +163,8 @@ def _image_for(ctx, source, image, flags, request, network, quiet):
         from envbuilder.base import base_python
 
         request = request.model_copy(update={"python": base_python(docker, network.base_image)})
-    spec, plan = plan_project(source, flags=flags, request=request, settings=settings)
+    spec, plan = plan_project(source, flags=flags, request=request, settings=settings,
+                              torch_index=network.torch_index_url)
     verbose = bool(ctx.find_root().obj.get("verbose"))
 
     def progress(line: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .index_server import IndexServer, stable_port
+from envbuilder.localindex import IndexServer, stable_port
 
 BUILD_PROJECTS = Path(__file__).resolve().parents[1] / "data" / "projects-build"
 CPU_WHEELS = Path(os.environ.get("ENVBUILDER_TEST_WHEELS", "/opt/wheels"))

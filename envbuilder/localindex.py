@@ -1,7 +1,8 @@
-"""A loopback PEP 503 index that serves given wheel files (or an existing simple/ tree), for tests and benchmarks.
+"""A loopback PEP 503 index serving wheel files or an existing simple/ tree (`envbuilder index serve`).
 
-It stands in for download.pytorch.org (unreachable here): a build with `--network host` reaches it on
-127.0.0.1. Two kinds of content, which can be mixed:
+Air-gapped and proxied sites keep wheels on disk; served on 127.0.0.1 they stand in for the PyTorch index
+(`--torch-index-url`), and a build with `--network host` reaches them. Tests and benchmarks use it the same
+way. Two kinds of content, which can be mixed:
 - wheel files or folders of them: pages are generated (/simple/, /simple/<name>/, files under /files/);
 - a folder that already holds a PEP 503 tree (`<root>/simple/<name>/index.html`, e.g. /opt/pypi-more):
   served as it is.
@@ -9,12 +10,12 @@ It stands in for download.pytorch.org (unreachable here): a build with `--networ
     with IndexServer(wheels=[Path("/opt/wheels")]) as index:
         index.url  # "http://127.0.0.1:PORT/simple"
 
-Run as a script to serve until Ctrl-C: `python -m tests.support.index_server /opt/wheels --port 18080`.
+From the shell: `envbuilder index serve /opt/wheels --port 18080` (serves until Ctrl-C).
+Must not import docker.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import html
@@ -147,21 +148,3 @@ class IndexServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("wheels", nargs="*", type=Path, help="wheel files or folders of wheels")
-    parser.add_argument("--root", type=Path, help="an existing PEP 503 tree (holding simple/)")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    with IndexServer(args.wheels, root=args.root, port=args.port) as server:
-        print(server.url, flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-
-
-if __name__ == "__main__":
-    main()
