@@ -143,20 +143,21 @@ def test_dockerfile_override_builds_the_users_edit(build_env, cpuproj_image, cpu
 
 
 @pytest.mark.slow
-def test_cuda_image_from_a_loopback_index(build_env, tmp_path):
-    """torch 2.14.1 as PyPI ships it (the CUDA 13.0 build) plus nvidia-* wheels, served from /opt/pypi-more."""
+def test_cuda_image_from_a_loopback_index(build_env, base_image, cli, tmp_path):
+    """The CLI end to end for a declared H100 target: the resolver reads the mirror (/opt/pypi-more, which holds
+    torch 2.14.1 as PyPI ships it: the CUDA 13.0 build and its nvidia-* wheels) and the image has CUDA 13.0."""
     from support.fixtures import CUDA_INDEX_ROOT
     from envbuilder.localindex import IndexServer, stable_port
 
-    from envbuilder.plan import Plan, Target, TorchChoice
-
     project = copy_project("cudaproj", tmp_path)
     with IndexServer(root=CUDA_INDEX_ROOT, port=stable_port(str(CUDA_INDEX_ROOT))) as index:
-        # Hand-made: the matrix would pin 2.14.1+cu130 from the cu130 index; the stand-in wheel carries no local tag.
-        plan = Plan(status="ok", python="3.11", project_name="cudaproj", target=Target(os="linux", arch="x86_64", gpu="nvidia"),
-                    torch=TorchChoice(version="2.14.1", flavor="cu130", local="2.14.1", index_url=index.url, cuda="13.0"))
-        built = build_env.build(plan, project, options=build_env.options(torch_index_url=index.url))
-    code, output = run_in_image(build_env.docker, built.image, ["python", "verify.py", json.dumps({"cuda": "13.0"})])
+        result = cli("build", str(project), "--target-os", "linux", "--target-arch", "x86_64", "--gpu", "nvidia",
+                     "--cuda-driver", "580.95.05", "--compute-capability", "9.0", "--base-image", base_image,
+                     "--torch-index-url", index.url, "--host-ca", "--network", "host", "--json")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    built = json.loads(result.stdout)
+    assert built["torch"].startswith("2.14.1")
+    code, output = run_in_image(build_env.docker, built["image"], ["python", "verify.py", json.dumps({"cuda": "13.0"})])
     assert code == 0, output
     assert json.loads(output.strip().splitlines()[-1])["torch"].startswith("2.14.1")
 
