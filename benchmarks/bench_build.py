@@ -1,12 +1,15 @@
 """Benchmark image builds (not a test): envbuilder's cached, staged builds against plain `docker build`
 and a naive hand-written Dockerfile, measured side by side in one run on the cpuproj fixture.
 
-    .venv/bin/python benchmarks/bench_build.py [--skip-naive]
+    .venv/bin/python benchmarks/bench_build.py [--skip-naive] [--only noop] [--baseline SRC]
 
 Needs: a running engine, the debootstrapped base (made if missing), /opt/wheels (torch 2.13.0+cpu, served
 on loopback as the PyTorch CPU index), PyPI through the host CA bundle. Prints a table and writes
 .bench/bench_build-<time>.json. "cold" is `--no-cache` (every layer rebuilt); BuildKit's cache mounts
 (uv's download cache) stay warm, as they do on any machine that has built before.
+`--only noop` measures just the no-op rebuilds, reusing .bench/build-work (built first when missing).
+`--baseline SRC` also times the no-op `envbuilder build` of another source tree (e.g. `git archive HEAD`
+unpacked), interleaved with this tree's, so before and after meet the same load.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -39,18 +43,23 @@ WHEELS = Path("/opt/wheels")
 FIXTURE = REPO / "tests" / "data" / "projects-build" / "cpuproj"
 BENCH = REPO / ".bench"
 TARGET = TargetFlags(os="linux", arch="x86_64", gpu="none")
+# Runs the CLI from the source tree named by argv[1] (--baseline).
+LAUNCH = "import sys; sys.path.insert(0, sys.argv.pop(1)); from envbuilder.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive Dockerfile comparison")
+    parser.add_argument("--only", choices=["noop"], help="measure only this part, reusing .bench/build-work")
+    parser.add_argument("--baseline", metavar="SRC", help="also time the no-op build of the source tree SRC")
     args = parser.parse_args()
 
     work = BENCH / "build-work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     project = work / "cpuproj"
-    shutil.copytree(FIXTURE, project)
+    if not (args.only and project.is_dir()):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        shutil.copytree(FIXTURE, project)
     settings = Settings(work / "home")
     docker = Docker()
     base = bootstrap_base(docker).name
@@ -67,14 +76,21 @@ def main() -> None:
             return build_image(plan(), options, project_dir=project, settings=settings, docker=docker,
                                network="host", ca_cert=CA, **kw)
 
-        cold = build(force=True)
-        results["cold"] = {"seconds": cold.seconds, "image": cold.image}
-        rows.append(("cold build (--no-cache, warm download cache)", f"{cold.seconds:.1f} s", _steps(cold)))
+        cold = build(force=not args.only)
+        if not cold.cached:
+            results["cold"] = {"seconds": cold.seconds, "image": cold.image}
+            rows.append(("cold build (--no-cache, warm download cache)", f"{cold.seconds:.1f} s", _steps(cold)))
 
         cli = [str(REPO / ".venv" / "bin" / "envbuilder"), "--data-dir", str(settings.data_dir), "build", str(project),
                "--target-os", "linux", "--target-arch", "x86_64", "--gpu", "none", "--python", "3.11",
                "--base-image", base, "--torch-index-url", index.url, "--ca-cert", str(CA), "--network", "host", "--json"]
-        noop = [_timed(lambda: subprocess.run(cli, check=True, capture_output=True)) for _ in range(3)]
+        repeats = 9 if args.only else 3
+        noop, baseline = [], []
+        for _ in range(repeats):
+            noop.append(_timed(lambda: subprocess.run(cli, check=True, capture_output=True)))
+            if args.baseline:
+                launch = [sys.executable, "-c", LAUNCH, str(Path(args.baseline).resolve()), *cli[1:]]
+                baseline.append(_timed(lambda: subprocess.run(launch, check=True, capture_output=True)))
         out = json.loads(subprocess.run(cli, check=True, capture_output=True, text=True).stdout)
         assert out["cached"], out
         build_dir = settings.data_dir / "builds" / cold.build_key[:16]
@@ -82,10 +98,20 @@ def main() -> None:
                        "--secret", f"id=ca,src={CA}", "-f", str(build_dir / "Dockerfile"), "-t", "envbuilder-bench/docker-noop",
                        str(project)]
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-        docker_noop = [_timed(lambda: subprocess.run(docker_argv, check=True, capture_output=True, env=env)) for _ in range(3)]
+        docker_noop = [_timed(lambda: subprocess.run(docker_argv, check=True, capture_output=True, env=env))
+                       for _ in range(repeats)]
         results["noop"] = {"envbuilder_cli_s": noop, "docker_build_cached_s": docker_noop}
-        rows.append(("no-op rebuild: `envbuilder build` end to end", f"{min(noop):.2f} s", f"median of 3: {sorted(noop)[1]:.2f} s"))
-        rows.append(("no-op rebuild: `docker build`, fully cached", f"{min(docker_noop):.2f} s", f"median of 3: {sorted(docker_noop)[1]:.2f} s"))
+        rows.append(("no-op rebuild: `envbuilder build` end to end", f"{min(noop):.2f} s",
+                     f"median of {repeats}: {statistics.median(noop):.2f} s"))
+        if baseline:
+            results["noop"]["baseline"] = {"source": args.baseline, "envbuilder_cli_s": baseline}
+            rows.append((f"no-op rebuild: baseline {args.baseline}", f"{min(baseline):.2f} s",
+                         f"median of {repeats}: {statistics.median(baseline):.2f} s"))
+        rows.append(("no-op rebuild: `docker build`, fully cached", f"{min(docker_noop):.2f} s",
+                     f"median of {repeats}: {statistics.median(docker_noop):.2f} s"))
+        if args.only:
+            _report(rows, results)
+            return
 
         (project / "cpuproj" / "__init__.py").write_text((project / "cpuproj" / "__init__.py").read_text() + "\nVERSION = 2\n")
         src = build()
@@ -112,6 +138,10 @@ def main() -> None:
             rows.append(("naive Dockerfile: rebuild after a source-only change", f"{naive['source_change_s']:.1f} s",
                          "reinstalls every dependency"))
 
+    _report(rows, results)
+
+
+def _report(rows: list[tuple[str, str, str]], results: dict) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measurement':<{width}}  {'result':>10}  notes")
     for name, value, notes in rows:

@@ -1,12 +1,14 @@
 """How much `envbuilder run` costs over a bare `docker run`, and how fast the CLI starts.
 
-    .venv/bin/python benchmarks/bench_run.py [--image IMG] [-n 15]
+    .venv/bin/python benchmarks/bench_run.py [--image IMG] [-n 15] [--baseline SRC]
 
 Measures, in one process and interleaved (so engine load hits both alike), the wall time of
 `envbuilder run DIR --image IMG -- true` against `docker run --rm IMG true`, then `envbuilder --help` and
 `envbuilder --version`. Prints medians side by side and the ratio; the target is a ratio under 1.3.
 The envbuilder side does what a real run does: records the run in SQLite, mounts the project, streams
-logs to a file, parses metrics and removes the container.
+logs to a file, parses metrics and removes the container. With --baseline SRC (another envbuilder source
+tree, e.g. `git archive HEAD | tar -x -C /tmp/before`), that tree's `envbuilder run` is timed in the same loop,
+so before and after meet the same engine load.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pathlib import Path
 
 DEFAULT_IMAGE = "envbuilder/base-python:3.11-bookworm"
 TARGET_RATIO = 1.3
+# Runs the CLI from the source tree named by argv[1]; used for both sides of a --baseline comparison.
+LAUNCH = "import sys; sys.path.insert(0, sys.argv.pop(1)); from envbuilder.cli import main; sys.exit(main(sys.argv[1:]))"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -37,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"image to run `true` in (default {DEFAULT_IMAGE})")
     parser.add_argument("-n", type=int, default=15, help="repetitions of each measurement (default 15)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--baseline", metavar="SRC", help="also time `envbuilder run` from the source tree SRC")
     args = parser.parse_args(argv)
 
     envbuilder = shutil.which("envbuilder", path=str(Path(sys.executable).parent)) or "envbuilder"
@@ -46,13 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         project.mkdir()
         env = {**os.environ, "ENVBUILDER_HOME": str(Path(tmp) / "home")}
         bare_cmd = [docker, "run", "--rm", args.image, "true"]
-        ours_cmd = [envbuilder, "run", str(project), "--image", args.image, "--", "true"]
-        for cmd in (bare_cmd, ours_cmd):  # warm-up: page cache, the engine's image metadata, the run database
+        run_args = ["run", str(project), "--image", args.image, "--", "true"]
+        ours_cmd = [envbuilder, *run_args]
+        base_cmd = None
+        if args.baseline:
+            ours_cmd = [sys.executable, "-c", LAUNCH, str(REPO), *run_args]
+            base_cmd = [sys.executable, "-c", LAUNCH, str(Path(args.baseline).resolve()), *run_args]
+        cmds = [c for c in (bare_cmd, ours_cmd, base_cmd) if c]
+        for cmd in cmds:  # warm-up: page cache, the engine's image metadata, the run database
             timed(cmd, env)
-        bare, ours = [], []
+        bare, ours, base = [], [], []
         for _ in range(args.n):
             bare.append(timed(bare_cmd, env))
             ours.append(timed(ours_cmd, env))
+            if base_cmd:
+                base.append(timed(base_cmd, env))
         help_s = [timed([envbuilder, "--help"], env) for _ in range(args.n)]
         version_s = [timed([envbuilder, "--version"], env) for _ in range(args.n)]
 
@@ -62,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": statistics.median(ours) / statistics.median(bare),
         "help_median_s": statistics.median(help_s), "version_median_s": statistics.median(version_s),
     }
+    if base:
+        figures.update(baseline=args.baseline, baseline_run_median_s=statistics.median(base),
+                       baseline_ratio=statistics.median(base) / statistics.median(bare))
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -69,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  docker run --rm IMG true                  {figures['docker_run_median_s'] * 1000:7.0f} ms")
         print(f"  envbuilder run DIR --image IMG -- true    {figures['envbuilder_run_median_s'] * 1000:7.0f} ms")
         print(f"  ratio                                     {figures['ratio']:7.2f} x (target < {TARGET_RATIO})")
+        if base:
+            print(f"  baseline ({args.baseline}) run          {figures['baseline_run_median_s'] * 1000:7.0f} ms"
+                  f"  ({figures['baseline_ratio']:.2f} x)")
         print(f"  envbuilder --help                         {figures['help_median_s'] * 1000:7.0f} ms")
         print(f"  envbuilder --version                      {figures['version_median_s'] * 1000:7.0f} ms")
     return 0 if figures["ratio"] < TARGET_RATIO else 1

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import http.server
 import re
 import threading
 import time
@@ -214,21 +213,30 @@ def wheelhouse_port(folder: Path) -> int:
     return low + int.from_bytes(digest[:4], "big") % (high - low)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
-        pass
+@functools.cache
+def _quiet_handler() -> type:
+    # http.server is imported here, not with the module: a cached build serves nothing
+    import http.server
 
-    def do_PUT(self) -> None:  # read-only: only GET and HEAD are served
-        self.send_error(405)
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature
+            pass
 
-    do_POST = do_DELETE = do_PUT
+        def do_PUT(self) -> None:  # read-only: only GET and HEAD are served
+            self.send_error(405)
+
+        do_POST = do_DELETE = do_PUT
+
+    return QuietHandler
 
 
 @contextlib.contextmanager
 def serve_wheelhouse(folder: Path, *, port: int | None = None) -> Iterator[str]:
     """Serve a folder read-only on 127.0.0.1 (its derived port, else any free one); yield its URL."""
+    import http.server
+
     folder = Path(folder).expanduser().resolve()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+    handler = functools.partial(_quiet_handler(), directory=str(folder))
     wanted = wheelhouse_port(folder) if port is None else port
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", wanted), handler)

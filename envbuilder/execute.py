@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.render import IMAGE_PROJECT_DIR, LABEL_PREFIX
+from envbuilder.imagelayout import IMAGE_PROJECT_DIR, LABEL_PREFIX
 
 CONTAINER_ARTIFACTS = "/artifacts"
 CONTAINER_EXTRA_DIR = "/opt/envbuilder-inputs"  # where a checkpoint from outside the mounts is mounted
@@ -295,15 +295,14 @@ def run_job(
     workdir = (job.workdir if job is not None else None) or IMAGE_PROJECT_DIR
     name = job_name or (None if job is None else "job")
 
-    record = store.start_run(
+    run_id, log_path = store.record_start(
         project_name or project_dir.name, argv, job=name, image=image, plan=_plan_record(plan, plan_hash),
         artifacts_dir=artifacts_dir,
         args={"args": recorded_args, "resume_from": resume_from, "project_dir": str(project_dir),
               "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in mounts],
               "gpus": docker_gpus, "shm_size": shm, "user": user},
     )
-    run_id = record.id
-    log_path = Path(record.log_path)
+    log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     sink = _MetricSink(store, run_id, job.metric_specs() if job is not None else ())
@@ -323,11 +322,11 @@ def run_job(
         container = docker.run_detached(image, argv, mounts=container_mounts, env=run_env, user=user, workdir=workdir,
                                         gpus=docker_gpus, shm_size=shm, labels=labels, network=network)
     except EnvbuilderError as exc:
-        store.finish_run(run_id, "failed", None, str(exc))
+        store.record_finish(run_id, "failed", None, str(exc))
         _remove_labelled(docker, run_id)  # a refused start (no NVIDIA runtime) leaves a `created` container
         raise
     except BaseException:
-        store.finish_run(run_id, "failed", None, "interrupted while starting the container")
+        store.record_finish(run_id, "failed", None, "interrupted while starting the container")
         _remove_labelled(docker, run_id)
         raise
     store.set_container(run_id, container)
@@ -359,12 +358,12 @@ def run_job(
         _quietly(lambda: docker.stop(container, grace_s))
         _quietly(sink.flush)
         state = _quietly(lambda: docker.container_state(container)) or {}
-        store.finish_run(run_id, "stopped", state.get("ExitCode"), "interrupted (Ctrl-C)")
+        store.record_finish(run_id, "stopped", state.get("ExitCode"), "interrupted (Ctrl-C)")
         _quietly(lambda: docker.remove_container(container))
         raise
     except BaseException as exc:
         _quietly(lambda: docker.stop(container, grace_s))
-        store.finish_run(run_id, "failed", None, f"envbuilder failed while watching the run: {exc!r}")
+        store.record_finish(run_id, "failed", None, f"envbuilder failed while watching the run: {exc!r}")
         _quietly(lambda: docker.remove_container(container))
         raise
     finally:
@@ -386,7 +385,7 @@ def run_job(
                                     plan_hash=plan_hash, user=user, gpus=docker_gpus, log_path=log_path, on_line=on_line)
         if failure:
             status, exit_code, message = "failed", EXIT_VERIFY_FAILED, failure
-    store.finish_run(run_id, status, exit_code, message)
+    store.record_finish(run_id, status, exit_code, message)
     return result(status, exit_code, message, verified)
 
 
@@ -434,7 +433,7 @@ def _remove_labelled(docker: Any, run_id: str) -> None:
 
 
 def _stop_requested(store: Any, run_id: str) -> bool:
-    return store.get(run_id).stop_requested_at is not None
+    return store.stop_requested(run_id)
 
 
 def _plan_record(plan: Any, plan_hash: str | None) -> dict | None:

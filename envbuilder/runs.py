@@ -1,9 +1,12 @@
 """The run store: every run's record and metric series, in SQLite, safe with many writers at once.
 
-Owns RunRecord, RunStore and the database schema (created on first use, migrated by `user_version`).
+Owns RunStore and the database schema (created on first use, migrated by `user_version`); RunRecord, the
+pydantic value its reads return, lives in envbuilder.runrecord and is imported on first read: recording a run
+(record_start / record_finish) builds no record, so `envbuilder run` does not pay for importing pydantic.
 Several runs and processes write at once: the database is in WAL mode, each connection waits on a
 busy lock (busy_timeout) instead of failing, and every write is one `BEGIN IMMEDIATE` transaction.
-A connection is opened per operation, so a RunStore may be shared between threads.
+Each thread keeps its own connection (opened on first use), so a RunStore may be shared between threads;
+reopening per operation cost a WAL checkpoint and fsync at every close (~1-10 ms a write).
 Logs live in files (settings.runs_dir/<id>/log.txt); the store records their path.
 
 Must not import docker: `reconcile` is given a callable that answers a container's state.
@@ -17,15 +20,18 @@ import os
 import secrets
 import socket
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.metrics import MetricPoint
-from envbuilder.values import Value
+
+if TYPE_CHECKING:
+    from envbuilder.runrecord import RunRecord
 
 RunStatus = Literal["running", "completed", "failed", "stopped"]
 RUNNING: RunStatus = "running"
@@ -81,36 +87,13 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class RunRecord(Value):
-    """One run as the store holds it. Times are UTC."""
+def __getattr__(name: str) -> Any:
+    # `from envbuilder.runs import RunRecord` keeps working; the pydantic import happens here, on first use.
+    if name == "RunRecord":
+        from envbuilder.runrecord import RunRecord
 
-    id: str
-    project: str
-    job: str | None = None
-    image: str | None = None
-    plan: dict[str, Any] | None = None
-    command: tuple[str, ...]
-    status: RunStatus
-    started_at: datetime
-    finished_at: datetime | None = None
-    exit_code: int | None = None
-    container_id: str | None = None
-    log_path: str
-    artifacts_dir: str | None = None
-    args: dict[str, Any] = {}
-    error: str | None = None
-    stop_requested_at: datetime | None = None
-    owner_host: str | None = None
-    owner_pid: int | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.status == RUNNING
-
-    @property
-    def duration_s(self) -> float | None:
-        end = self.finished_at or (datetime.now(timezone.utc) if self.running else None)
-        return None if end is None else (end - self.started_at).total_seconds()
+        return RunRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MetricSeries = dict[str, list[tuple[int, float]]]
@@ -129,6 +112,7 @@ class RunStore:
         self.path = Path(path)
         self.runs_dir = Path(runs_dir) if runs_dir is not None else self.path.parent / "runs"
         self._ready = False
+        self._local = threading.local()
 
     @classmethod
     def from_settings(cls, settings: Any) -> "RunStore":
@@ -137,11 +121,28 @@ class RunStore:
     # --- connections and schema ---------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        """This thread's connection; a forked child opens its own (SQLite connections must not cross a fork)."""
+        pid, conn = getattr(self._local, "conn", (None, None))
+        if conn is None or pid != os.getpid():
+            conn = self._open()
+            self._local.conn = (os.getpid(), conn)
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends); the next operation reopens."""
+        pid, conn = getattr(self._local, "conn", (None, None))
+        self._local.conn = (None, None)
+        if conn is not None and pid == os.getpid():
+            conn.close()
+
+    def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Per connection, not per file: in WAL mode NORMAL syncs at checkpoints, not on every commit.
+        conn.execute("PRAGMA synchronous = NORMAL")
         if not self._ready:
             self._migrate(conn)
             self._ready = True
@@ -156,7 +157,6 @@ class RunStore:
                 break
             except sqlite3.OperationalError:  # another process holds the lock while switching
                 time.sleep(0.05 * (attempt + 1))
-        conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
@@ -177,26 +177,20 @@ class RunStore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        yield self._connect()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One transaction, holding the write lock from the start so it never has to upgrade (and deadlock)."""
         conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            yield conn
             conn.execute("COMMIT")
-        finally:
-            conn.close()
+        except BaseException:
+            if conn.in_transaction:  # the connection is kept: leave it outside any transaction
+                conn.execute("ROLLBACK")
+            raise
 
     # --- writes ---------------------------------------------------------------------------------------
 
@@ -213,6 +207,23 @@ class RunStore:
         container_id: str | None = None,
     ) -> RunRecord:
         """Record a new `running` run (owned by this process) and create its folder and empty log file."""
+        run_id, _ = self.record_start(project, command, job=job, image=image, plan=plan, artifacts_dir=artifacts_dir,
+                                      args=args, container_id=container_id)
+        return self.get(run_id)
+
+    def record_start(
+        self,
+        project: str,
+        command: Sequence[str],
+        *,
+        job: str | None = None,
+        image: str | None = None,
+        plan: dict[str, Any] | None = None,
+        artifacts_dir: str | os.PathLike[str] | None = None,
+        args: dict[str, Any] | None = None,
+        container_id: str | None = None,
+    ) -> tuple[str, Path]:
+        """start_run without reading the record back: returns (run id, log file)."""
         now = datetime.now(timezone.utc)
         for _ in range(20):
             run_id = new_run_id(now)
@@ -231,7 +242,7 @@ class RunStore:
                 continue  # two runs started in the same second drew the same suffix
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.touch(exist_ok=True)
-            return self.get(run_id)
+            return run_id, log_path
         raise EnvbuilderError("run-id-exhausted", "could not draw a unique run id", "try again")
 
     def set_container(self, run_id: str, container_id: str) -> None:
@@ -254,11 +265,15 @@ class RunStore:
 
     def finish_run(self, run_id: str, status: RunStatus, exit_code: int | None, error: str | None = None) -> RunRecord:
         """Record how the run ended. The last finisher wins (a late `completed` corrects a reconciled `failed`)."""
+        self.record_finish(run_id, status, exit_code, error)
+        return self.get(run_id)
+
+    def record_finish(self, run_id: str, status: RunStatus, exit_code: int | None, error: str | None = None) -> None:
+        """finish_run without reading the record back."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"finish_run needs one of {FINISHED_STATUSES}, got {status!r}")
         self._update(run_id, "status = ?, exit_code = ?, error = ?, finished_at = ?",
                      (status, exit_code, error, time.time()))
-        return self.get(run_id)
 
     def request_stop(self, run_id: str) -> RunRecord:
         """Note that a stop was asked for (the executor's watcher reads it); a finished run is left as it is."""
@@ -269,7 +284,11 @@ class RunStore:
         return self.get(run_id)
 
     def stop_requested(self, run_id: str) -> bool:
-        return self.get(run_id).stop_requested_at is not None
+        with self._read() as conn:
+            row = conn.execute("SELECT stop_requested_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:  # an id prefix, or no such run: get() resolves the one or raises run-not-found
+            return self.get(run_id).stop_requested_at is not None
+        return row[0] is not None
 
     def _update(self, run_id: str, assignments: str, values: tuple[Any, ...]) -> None:
         with self._write() as conn:
@@ -394,6 +413,8 @@ def _time(value: float | None) -> datetime | None:
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
+    from envbuilder.runrecord import RunRecord
+
     return RunRecord(
         id=row["id"], project=row["project"], job=row["job"], image=row["image"],
         plan=None if row["plan"] is None else json.loads(row["plan"]),

@@ -273,3 +273,17 @@ def test_gpus_without_the_nvidia_runtime_is_a_clear_error(image, project, settin
     [record] = store.list_runs()
     assert record.status == "failed" and "nvidia-runtime-missing" in record.error
     assert containers_of(docker_client, record.id) == []  # the engine created it, then refused to start it
+
+
+def test_run_with_an_image_records_the_run_without_importing_pydantic(image, project, settings):
+    # `run --image` is the hot path: no plan, so no pydantic models (~0.1 s of start-up); the run is still recorded.
+    probe = ("import sys\nfrom envbuilder.cli import main\n"
+             f"rc = main(['--data-dir', {str(settings.data_dir)!r}, 'run', {str(project)!r}, '--image', {image!r},"
+             " '--', 'python', '-c', 'print(\"loss=0.5\")'])\n"
+             "print(rc, sorted(m for m in ('pydantic', 'envbuilder.plan', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 []", out
+    [record] = RunStore.from_settings(settings).list_runs()
+    assert record.status == "completed" and record.exit_code == 0 and record.container_id
+    assert "loss=0.5" in Path(record.log_path).read_text()
+    assert [value for _, value in RunStore.from_settings(settings).metric_series(record.id)["loss"]] == [0.5]

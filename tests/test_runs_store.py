@@ -196,3 +196,40 @@ def test_a_crash_mid_run_is_reconciled(tmp_path, container_id):
     record = store.get(run_id)
     assert record.status == "failed" and record.error
     assert store.metric_series(run_id) == {"loss": [(1, 2.0)]}  # what it recorded before the crash is kept
+
+
+def test_recording_builds_no_record_and_imports_no_pydantic(tmp_path):
+    # The run path writes through record_start/record_finish; RunRecord (pydantic) is built only by reads.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom envbuilder.runs import RunStore\n"
+        f"store = RunStore({str(tmp_path / 'runs.sqlite3')!r})\n"
+        "run_id, log = store.record_start('p', ['true'], job='j')\n"
+        "store.set_container(run_id, 'c0ffee')\n"
+        "stop = store.stop_requested(run_id)\n"
+        "store.record_finish(run_id, 'completed', 0)\n"
+        "print(log.exists(), stop, 'pydantic' in sys.modules)\n"
+        "record = store.get(run_id)\n"
+        "print(type(record).__name__, record.status, record.exit_code, record.container_id, 'pydantic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["True False False", "RunRecord completed 0 c0ffee True"]
+
+
+def test_a_thread_keeps_its_connection_and_a_failed_write_leaves_it_usable(store):
+    record = store.start_run("p", ["true"])
+    assert store._connect() is store._connect()
+    with pytest.raises(sqlite3.IntegrityError):
+        with store._write() as conn:
+            conn.execute("INSERT INTO runs (id, project, command, status, started_at, log_path)"
+                         " VALUES (?, 'p', '[]', 'running', 0, 'x')", (record.id,))
+    assert store.finish_run(record.id, "completed", 0).status == "completed"
+    other = []
+    thread = threading.Thread(target=lambda: other.append(store._connect()))
+    thread.start()
+    thread.join()
+    assert other[0] is not store._connect()
+    store.close()
+    assert store.get(record.id).status == "completed"

@@ -7,13 +7,14 @@ lines with -v or when stderr is not a terminal); stdout carries only the result 
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from pathlib import Path
 
 import click
 
 from envbuilder.cli.netopts import network_options
 from envbuilder.cli.options import target_options
-from envbuilder.cli.output import console, emit_json, settings_of
+from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be_terminal
 
 
 @click.command()
@@ -100,11 +101,15 @@ class _progress:
 
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
-        self.err = console(stderr=True)
         self.live = None
 
+    @cached_property
+    def err(self):
+        # made on first use: a cached `build --json` prints nothing to stderr and need not import rich
+        return console(stderr=True)
+
     def __enter__(self):
-        if self.verbose or not self.err.is_terminal:
+        if self.verbose or not stderr_may_be_terminal() or not self.err.is_terminal:
             return self._plain
         from rich.live import Live
 

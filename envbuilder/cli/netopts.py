@@ -3,6 +3,8 @@
 `@network_options` adds the flags and passes one `network` keyword argument: a frozen NetworkOptions
 (envbuilder.render.network), which `render`, `build` and `run` turn into RenderOptions, BuildKit secrets
 and proxy build args. Reading the filesystem and environment for defaults happens here, at the edge.
+`@deferred_network_options` checks the flags at once but builds NetworkOptions only when asked: `run --image`
+needs none of it but the docker network, and NetworkOptions imports the renderers and pydantic (~0.1 s).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from envbuilder.render.network import NetworkOptions
+if TYPE_CHECKING:
+    from envbuilder.render.network import NetworkOptions
 
 HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 
@@ -37,7 +41,7 @@ def _find_link(value: str) -> str:
     return str(path.resolve())
 
 
-def network_options(f):
+def _network_option_decorators(f):
     @click.option("--index-url", metavar="URL", help="Default package index (a PyPI mirror). Default: PyPI.")
     @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL",
                   help="Additional package index (repeatable).")
@@ -62,12 +66,39 @@ def network_options(f):
             ca_cert = host_ca_bundle()
             if ca_cert is None:
                 raise click.UsageError("--host-ca: no CA bundle found (tried $SSL_CERT_FILE, " + ", ".join(HOST_CA_BUNDLES) + ")")
-        kwargs["network"] = NetworkOptions(
-            base_image=base_image, index_url=index_url, extra_index_urls=tuple(extra_index_urls),
-            torch_index_url=torch_index_url, find_links=tuple(_find_link(v) for v in find_links),
-            ca_cert=str(Path(ca_cert).resolve()) if ca_cert else None, http_proxy=http_proxy or None,
-            https_proxy=https_proxy or None, no_proxy=no_proxy or None, network=network_mode,
-        )
-        return f(*args, **kwargs)
+        links = tuple(_find_link(v) for v in find_links)
+
+        def build() -> NetworkOptions:
+            from envbuilder.render.network import NetworkOptions
+
+            return NetworkOptions(
+                base_image=base_image, index_url=index_url, extra_index_urls=tuple(extra_index_urls),
+                torch_index_url=torch_index_url, find_links=links,
+                ca_cert=str(Path(ca_cert).resolve()) if ca_cert else None, http_proxy=http_proxy or None,
+                https_proxy=https_proxy or None, no_proxy=no_proxy or None, network=network_mode,
+            )
+
+        return f(*args, build_network=build, network_mode=network_mode, **kwargs)
 
     return wrapper
+
+
+def network_options(f):
+    """Adds the network flags; passes `network` (NetworkOptions)."""
+
+    @functools.wraps(f)
+    def built(*args, build_network, network_mode, **kwargs):
+        return f(*args, network=build_network(), **kwargs)
+
+    return _network_option_decorators(built)
+
+
+def deferred_network_options(f):
+    """As network_options, but passes `network`: a function returning NetworkOptions, and `network_mode`:
+    the --network choice (None when not given), which a run needs even without building anything."""
+
+    @functools.wraps(f)
+    def deferred(*args, build_network, **kwargs):
+        return f(*args, network=build_network, **kwargs)
+
+    return _network_option_decorators(deferred)

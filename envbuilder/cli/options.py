@@ -1,4 +1,8 @@
-"""Shared CLI options: target flags (replace detection) and resolver request flags."""
+"""Shared CLI options: target flags (replace detection) and resolver request flags.
+
+envbuilder.plan (pydantic models) is imported when the values are built, not when a command module loads:
+`run --image` never builds them (`deferred_target_options`), and importing pydantic is ~0.1 s of its start-up.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,8 @@ import functools
 
 import click
 
-from envbuilder.plan import ResolveRequest, TargetFlags
 
-
-def target_options(f):
+def _target_option_decorators(f):
     @click.option("--target-os", type=click.Choice(["linux", "windows", "macos"]), help="Resolve for this OS instead of the host's.")
     @click.option("--target-arch", type=click.Choice(["x86_64", "aarch64", "arm64"]), help="Resolve for this CPU architecture.")
     @click.option("--gpu", type=click.Choice(["none", "nvidia", "amd", "apple"]), help="Resolve for this accelerator (none: CPU).")
@@ -24,9 +26,36 @@ def target_options(f):
     @functools.wraps(f)
     def wrapper(*args, target_os, target_arch, gpu, cuda_driver, compute_capability, gpu_arch,
                 python_pin, extras, cuda_compat, flavor, **kwargs):
-        kwargs["flags"] = TargetFlags(os=target_os, arch=target_arch, gpu=gpu, cuda_driver=cuda_driver,
-                                      compute_capability=tuple(compute_capability), gpu_arch=tuple(gpu_arch))
-        kwargs["request"] = ResolveRequest(python=python_pin, extras=tuple(extras), cuda_compat=cuda_compat, flavor=flavor)
-        return f(*args, **kwargs)
+        def build():
+            from envbuilder.plan import ResolveRequest, TargetFlags
+
+            flags = TargetFlags(os=target_os, arch=target_arch, gpu=gpu, cuda_driver=cuda_driver,
+                                compute_capability=tuple(compute_capability), gpu_arch=tuple(gpu_arch))
+            request = ResolveRequest(python=python_pin, extras=tuple(extras), cuda_compat=cuda_compat, flavor=flavor)
+            return flags, request
+
+        return f(*args, build_target=build, **kwargs)
 
     return wrapper
+
+
+def target_options(f):
+    """Adds the target and request flags; passes `flags` (TargetFlags) and `request` (ResolveRequest)."""
+
+    @functools.wraps(f)
+    def built(*args, build_target, **kwargs):
+        kwargs["flags"], kwargs["request"] = build_target()
+        return f(*args, **kwargs)
+
+    return _target_option_decorators(built)
+
+
+def deferred_target_options(f):
+    """As target_options, but passes `target`: a function returning (flags, request), for a command that may
+    not need them (`run --image`)."""
+
+    @functools.wraps(f)
+    def deferred(*args, build_target, **kwargs):
+        return f(*args, target=build_target, **kwargs)
+
+    return _target_option_decorators(deferred)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from envbuilder.cli.netopts import network_options
-from envbuilder.cli.options import target_options
+from envbuilder.cli.netopts import deferred_network_options
+from envbuilder.cli.options import deferred_target_options
 from envbuilder.cli.output import emit_json, settings_of
 
 
@@ -45,13 +45,13 @@ def _run_options(f):
 @click.command(cls=_DashDashCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("path", metavar="PATH")
 @click.argument("job_and_args", nargs=-1, type=click.UNPROCESSED, metavar="[JOB [ARGS]...] [-- CMD...]")
-@target_options
-@network_options
+@deferred_target_options
+@deferred_network_options
 @_run_options
 @click.option("--resume", metavar="CHECKPOINT", help="Resume from CHECKPOINT (through the job's resume-arg).")
 @click.option("--rw", is_flag=True, help="Mount the project read-write (default: read-only).")
 @click.pass_context
-def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], flags, request, network, image, mounts,
+def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, network, network_mode, image, mounts,
         artifacts, env, gpus, as_json, resume, rw) -> None:
     """Run JOB from PATH's config, or `-- CMD ...`, inside the project's image.
 
@@ -80,13 +80,13 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], flags, req
     extra_mounts = [parse_mount_arg(m) for m in mounts]
     env_vars = parse_env_args(env)
 
-    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, flags, request, network, as_json)
+    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, target, network, as_json)
     out = _job_output(as_json)
     result = run_job(
         image=image_ref, project_dir=project_dir, job=job, command=command, args=args, job_name=job_name,
         settings=settings, docker=docker, store=_store(settings), extra_mounts=extra_mounts, artifacts_dir=artifacts,
         env=env_vars, gpus=gpus, read_only_project=not rw, plan=plan, plan_hash=plan_hash, project_name=project_name,
-        resume_from=resume, network=_docker_network(network), on_line=out,
+        resume_from=resume, network=_docker_network(network_mode), on_line=out,
     )
     if as_json:
         emit_json({**result.to_json(), "image": image_ref})
@@ -97,8 +97,8 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], flags, req
 
 @click.command()
 @click.argument("path", metavar="PATH")
-@target_options
-@network_options
+@deferred_target_options
+@deferred_network_options
 @click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build).")
 @click.option("--skip", "skip", multiple=True, metavar="JOB", help="Leave JOB out (repeatable).")
 @click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
@@ -106,7 +106,8 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], flags, req
 @click.option("--gpus", metavar="auto|all|none|N", help="GPUs for every job. Default: each job's (auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the jobs' output goes to stderr).")
 @click.pass_context
-def pipeline(ctx: click.Context, path: str, flags, request, network, image, skip, from_checkpoint, gpus, as_json) -> None:
+def pipeline(ctx: click.Context, path: str, target, network, network_mode, image, skip, from_checkpoint, gpus,
+             as_json) -> None:
     """Run PATH's pipeline (e.g. train, then export) in one image, stopping at the first failure.
 
     Exported ONNX models are verified in the same image; a model that fails verification fails its job.
@@ -118,7 +119,7 @@ def pipeline(ctx: click.Context, path: str, flags, request, network, image, skip
     config = load_config(Path(path))
     if not config.jobs:
         raise click.UsageError(f"{path} declares no jobs: add [tool.envbuilder.jobs.NAME] with a command")
-    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, flags, request, network, as_json)
+    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, target, network, as_json)
     out = _job_output(as_json)
 
     def announce(name: str) -> None:
@@ -127,7 +128,7 @@ def pipeline(ctx: click.Context, path: str, flags, request, network, image, skip
     result = run_pipeline(
         image=image_ref, project_dir=Path(path), config=config, settings=settings, docker=docker,
         store=_store(settings), skip=skip, from_checkpoint=from_checkpoint, gpus=gpus, plan=plan, plan_hash=plan_hash,
-        project_name=project_name, network=_docker_network(network), on_line=out, on_job=announce,
+        project_name=project_name, network=_docker_network(network_mode), on_line=out, on_job=announce,
     )
     if as_json:
         emit_json({**result.to_json(), "image": image_ref})
@@ -140,8 +141,10 @@ def pipeline(ctx: click.Context, path: str, flags, request, network, image, skip
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
-def _image_for(ctx, source, image, flags, request, network, quiet):
-    """(docker, image, plan, plan_hash, project name): the given --image, else the plan's image, built if needed."""
+def _image_for(ctx, source, image, target, network, quiet):
+    """(docker, image, plan, plan_hash, project name): the given --image, else the plan's image, built if needed.
+
+    target and network are the deferred option values: built here, only when there is a plan to make."""
     from envbuilder.docker import Docker
 
     settings = settings_of(ctx)
@@ -158,6 +161,9 @@ def _image_for(ctx, source, image, flags, request, network, quiet):
 
     from envbuilder.api import plan_project
     from envbuilder.build import build_image, is_step_header
+
+    flags, request = target()
+    network = network()
 
     if network.base_image and request.python is None:
         from envbuilder.base import base_python
@@ -183,8 +189,8 @@ def _image_for(ctx, source, image, flags, request, network, quiet):
     return docker, built.image, plan, built.plan_hash, plan.project_name
 
 
-def _docker_network(network) -> str | None:
-    return None if network.network in (None, "default") else network.network
+def _docker_network(network_mode: str | None) -> str | None:
+    return None if network_mode in (None, "default") else network_mode
 
 
 def _store(settings):
