@@ -43,11 +43,13 @@ def plan_project(
     host: HostInfo | None = None,
     matrix: Matrix | None = None,
     torch_index: str | None = None,
+    index_required: bool = True,
 ) -> tuple[ProjectSpec, Plan]:
     """Read the project, detect (or take) the target, and resolve its plan. Raises EnvbuilderError.
 
     torch_index: a mirror that replaces the flavour's PyTorch index (--torch-index-url). Its torch-family
-    pages are read first, so that the plan only picks builds the mirror really serves.
+    pages are read first, so that the plan only picks builds the mirror really serves. When it cannot be read,
+    index_required decides between an error (build, run) and a warning in the plan (render, resolve).
     """
     from envbuilder.resolve import resolve, target_for
 
@@ -57,8 +59,19 @@ def plan_project(
         host = detect_for(flags, settings)
     target: Target = target_for(host, flags, matrix)
     available = None
+    unread = None
     if torch_index:
+        from envbuilder.errors import EnvbuilderError
         from envbuilder.wheelindex import snapshot_index
 
-        available = snapshot_index(torch_index)
-    return project, resolve(project, target, matrix, request, available)
+        try:
+            available = snapshot_index(torch_index)
+        except EnvbuilderError as exc:
+            # A build needs the mirror anyway, so it fails here, early; a render may be for another network.
+            if index_required:
+                raise
+            unread = f"{exc.message}; resolved from the matrix alone, so the mirror may not serve this build"
+    plan = resolve(project, target, matrix, request, available)
+    if unread:
+        plan = plan.model_copy(update={"warnings": plan.warnings + (unread,)})
+    return project, plan

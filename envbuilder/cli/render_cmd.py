@@ -33,7 +33,7 @@ def render(ctx: click.Context, source: str, ref: str | None, flags, request, net
     from envbuilder.api import plan_project
 
     _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                          torch_index=network.torch_index_url)
+                          torch_index=network.torch_index_url, index_required=False)
     options = network.render_options(venv=venv, netrc=netrc, copy_project=not no_copy)
     if fmt == "dockerfile":
         from envbuilder.render.dockerfile import render_dockerfile, render_dockerignore
@@ -73,7 +73,7 @@ def lock(ctx: click.Context, source: str, ref: str | None, flags, request, netwo
     from envbuilder.render.lock import render_lock, resolve_lock
 
     _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                          torch_index=network.torch_index_url)
+                          torch_index=network.torch_index_url, index_required=False)
     options = network.render_options()
     resolved = None if no_resolve else resolve_lock(plan, options)
     _emit(render_lock(plan, options, resolved, format=fmt), output)

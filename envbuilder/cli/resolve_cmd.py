@@ -27,7 +27,7 @@ def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, to
 
     try:
         _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                               torch_index=torch_index_url)
+                               torch_index=torch_index_url, index_required=False)
     except ResolveConflict as exc:
         if as_json:
             emit_json({"status": "conflict", "code": exc.code, "reasons": exc.context.get("reasons", [exc.message]),
