@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from support.fixtures import base_image, docker_engine, run_in_image  # noqa: F401 - fixtures used by name
+from support.fixtures import run_in_image
 
 from envbuilder.base import base_python, bootstrap_base
 

@@ -13,18 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.fixtures import (  # noqa: F401 - fixtures used by name
-    HOST_CA,
-    base_image,
-    build_env,
-    copy_project,
-    cpuproj_dir,
-    cpuproj_image,
-    cpuproj_plan,
-    docker_engine,
-    run_in_image,
-    torch_cpu_index,
-)
+from support.fixtures import HOST_CA, copy_project, run_in_image
 
 from envbuilder.errors import DockerError
 
