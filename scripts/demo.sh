@@ -15,6 +15,7 @@ eb=("$repo/.venv/bin/envbuilder")
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 say "Docker engine"
+bash scripts/system-deps.sh
 bash scripts/engine.sh
 
 say "envbuilder in .venv"

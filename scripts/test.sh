@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ "${ENVBUILDER_SKIP_DOCKER:-}" != 1 ]; then
+  bash scripts/system-deps.sh
   bash scripts/engine.sh
 fi
 args=()

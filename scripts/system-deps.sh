@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the system programs envbuilder's scripts and tests need, when they are missing:
+# docker.io (engine and BuildKit-capable client), debootstrap (base images without a registry), curl, git.
+# Needs root and apt-get; elsewhere it names what is missing and leaves it to you.
+set -euo pipefail
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v git >/dev/null 2>&1 || need+=(git)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || [ -n "${ENVBUILDER_NO_INSTALL:-}" ]; then
+  echo "envbuilder: missing system packages: ${need[*]}; install them (e.g. sudo apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "envbuilder: installing ${need[*]} ..." >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
