@@ -299,3 +299,42 @@ def test_constraint_files_bound_torch():
     spec = project("torch").model_copy(update={"constraints": ("torch<2.6",)})
     plan = resolve(spec, Target(**LINUX), MATRIX)
     assert Version(plan.torch.version) < Version("2.6")
+
+
+# --- invariants, parametrized from the matrix ---------------------------------------------------------
+
+DRIVERS = sorted({c.min_driver_linux for c in MATRIX.cuda} | {"450.80.02", "470.82.01", "535.104.05", "999.0"}, key=Version)
+
+
+@pytest.mark.parametrize("cc", [c.version for c in MATRIX.compute_capabilities])
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_every_gpu_generation_on_every_driver_gets_a_build_that_runs(cc, driver):
+    plan = resolve(project("torch"), nvidia(driver, cc), MATRIX)
+    if plan.status == "cpu-fallback":
+        assert plan.torch.flavor == "cpu"
+        assert any("driver" in w or "kernels" in w for w in plan.warnings), plan.warnings
+        return
+    build = build_of(plan)
+    toolkit = MATRIX.cuda_toolkit(plan.torch.cuda)
+    generation = MATRIX.compute_capability(cc)
+    assert Version(plan.torch.cuda) >= Version(generation.min_cuda)
+    if plan.status == "ok":
+        assert Version(driver) >= Version(toolkit.min_driver_linux)
+        assert has_sass(build, cc) or (build.ptx and Version(build.ptx) <= Version(cc) and any("PTX" in w for w in plan.warnings))
+    else:
+        assert plan.status == "minor-version-compat"
+        floor = MATRIX.minor_compat(int(plan.torch.cuda.split(".")[0])).min_driver_linux
+        assert Version(driver) >= Version(floor) and has_sass(build, cc)
+
+
+@pytest.mark.parametrize("version", [r.version for r in MATRIX.torch])
+@pytest.mark.parametrize("cc", ["7.5", "9.0", "12.0"])
+def test_an_exact_torch_pin_is_kept_or_the_violation_is_named(version, cc):
+    plan = resolve(project(f"torch=={version}"), nvidia("999.0", cc), MATRIX)
+    if plan.torch.version == version:
+        assert plan.status == "ok"
+        assert has_sass(build_of(plan), cc) or any("PTX" in w for w in plan.warnings)
+    else:
+        assert plan.status == "potential-incompatibility"
+        assert any(f"torch=={version}" in w for w in plan.warnings)
+        assert has_sass(build_of(plan), cc)
