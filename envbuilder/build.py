@@ -31,6 +31,7 @@ from envbuilder.docker import BuildRequest, Docker
 from envbuilder.errors import EnvbuilderError
 from envbuilder.plan import Plan, plan_digest
 from envbuilder.render import CA_SECRET_ID, LABEL_PREFIX, NETRC_SECRET_ID, RenderOptions
+from envbuilder.render.network import LockedPackage
 from envbuilder.settings import Settings
 
 IMAGE_REPO_PREFIX = "envbuilder"
@@ -277,11 +278,13 @@ def build_image(
     on_line: Callable[[str], None] | None = None,
     force: bool = False,
     timeout: float | None = BUILD_TIMEOUT_S,
+    locked: tuple[LockedPackage, ...] | None = None,
 ) -> BuiltImage:
     """Build (or find) the plan's image. Returns at once, without the docker CLI, when the key's image exists.
 
     `options.find_links` entries that are local folders are served on loopback for the build (host network).
     `force` rebuilds with --no-cache. Ctrl-C kills the build, keeps the log and the previous image, re-raises.
+    `locked` (a lock checked against the plan) makes the installs exactly the lock's files, by hash.
     """
     started = time.monotonic()
     project_dir = Path(project_dir).resolve()
@@ -304,7 +307,7 @@ def build_image(
     def prepare(urls: Mapping[Path, str]) -> _Prepared:
         served = options.model_copy(update={"find_links": tuple(
             urls[Path(loc).expanduser()] if is_local_dir(loc) else loc for loc in options.find_links)})
-        text = dockerfile_override.read_text(encoding="utf-8") if dockerfile_override else _render(plan, served)
+        text = dockerfile_override.read_text(encoding="utf-8") if dockerfile_override else _render(plan, served, locked)
         ignore = ignore_file_text(patterns)
         bases = {ref: _local_id(docker, ref) for ref in base_images(text)}
         return _Prepared(text, ignore, build_key(text, ignore, context, bases), served)
@@ -388,10 +391,10 @@ def build_image(
                       time.monotonic() - started, (key_ref, *extra_tags), progress.steps)
 
 
-def _render(plan: Plan, options: RenderOptions) -> str:
+def _render(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...] | None) -> str:
     from envbuilder.render.dockerfile import render_dockerfile
 
-    return render_dockerfile(plan, options)
+    return render_dockerfile(plan, options, locked)
 
 
 def _local_id(docker: Docker, ref: str) -> str:

@@ -27,11 +27,13 @@ from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be
               metavar="FILE", help="Build FILE (a rendered Dockerfile you edited) instead of rendering one.")
 @click.option("--netrc", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
               help="Index credentials (.netrc) for the build, passed as a BuildKit secret.")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Install exactly this lock (`envbuilder lock --format requirements`), by hash.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every step, even when an image with this key exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def build(ctx: click.Context, source: str, ref: str | None, flags, request, network, tag: str | None,
-          dockerfile: Path | None, netrc: Path | None, no_cache: bool, as_json: bool) -> None:
+          dockerfile: Path | None, netrc: Path | None, lock_file: Path | None, no_cache: bool, as_json: bool) -> None:
     """Build SOURCE's image for the resolved plan.
 
     The image is tagged envbuilder/<project>:<build key> and :latest. A build whose Dockerfile, context files
@@ -53,11 +55,17 @@ def build(ctx: click.Context, source: str, ref: str | None, flags, request, netw
     spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
                               torch_index=network.torch_index_url)
     options = network.render_options(netrc=netrc is not None)
+    locked = None
+    if lock_file is not None:
+        from envbuilder.render.lock import load_lock
+
+        locked = load_lock(lock_file, plan)
     with _progress(verbose) as on_line:
         built = build_image(
             plan, options, project_dir=Path(spec.source.path), settings=settings, docker=docker, tag=tag,
             dockerfile_override=dockerfile, network=network.network, proxies=network.proxy_env(),
             ca_cert=Path(network.ca_cert) if network.ca_cert else None, netrc=netrc, on_line=on_line, force=no_cache,
+            locked=locked,
         )
     result = {**built.to_json(), "python": plan.python, "torch": plan.torch.local, "flavor": plan.torch.flavor}
     if as_json:

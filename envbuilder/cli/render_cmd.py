@@ -26,9 +26,11 @@ FORMATS = ("dockerfile", "bash", "powershell", "lock")
 @click.option("--venv", metavar="PATH", help="Scripts: where to create the venv. Default runtime/venv.")
 @click.option("--netrc", is_flag=True, help="Dockerfile: read index credentials from BuildKit secret 'netrc'.")
 @click.option("--no-copy", is_flag=True, help="Dockerfile: leave the project files out (mount them at run time).")
+@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Dockerfile: install exactly this lock (`envbuilder lock --format requirements`), by hash.")
 @click.pass_context
 def render(ctx: click.Context, source: str, ref: str | None, flags, request, network, fmt: str, output: str | None,
-           venv: str | None, netrc: bool, no_copy: bool) -> None:
+           venv: str | None, netrc: bool, no_copy: bool, lock_file: Path | None) -> None:
     """Render the plan for SOURCE as a Dockerfile, a bash or PowerShell install script, or an (unresolved) lock."""
     from envbuilder.api import plan_project
 
@@ -38,10 +40,21 @@ def render(ctx: click.Context, source: str, ref: str | None, flags, request, net
     if fmt == "dockerfile":
         from envbuilder.render.dockerfile import render_dockerfile, render_dockerignore
 
-        text = render_dockerfile(plan, options)
+        locked = None
+        if lock_file is not None:
+            from envbuilder.render.lock import load_lock
+
+            locked = load_lock(lock_file, plan)
+        text = render_dockerfile(plan, options, locked)
         _emit(text, output)
         if output:
             _write(Path(output + ".dockerignore"), render_dockerignore(plan))  # BuildKit's <Dockerfile>.dockerignore
+    elif lock_file is not None:
+        from envbuilder.errors import EXIT_USAGE, EnvbuilderError
+
+        raise EnvbuilderError("lock-not-for-scripts", f"--lock applies to Dockerfiles, not --format {fmt}",
+                              f"a requirements lock installs directly: pip install --require-hashes -r {lock_file}",
+                              exit_code=EXIT_USAGE)
     elif fmt == "bash":
         from envbuilder.render.scripts import render_bash
 

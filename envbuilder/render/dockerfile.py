@@ -27,7 +27,7 @@ from envbuilder.render import (
     NETRC_SECRET_ID,
     RenderOptions,
 )
-from envbuilder.render.network import InstallStep, install_steps
+from envbuilder.render.network import InstallStep, LockedPackage, install_steps
 from envbuilder.render.quoting import docker_string, docker_word, dockerfile_safe, one_line
 
 # Stage names a builder may pass to --target; present in every rendered Dockerfile, in this order.
@@ -50,8 +50,11 @@ class Stage:
     instructions: tuple[str, ...]
 
 
-def render_dockerfile(plan: Plan, options: RenderOptions) -> str:
-    """The Dockerfile that installs `plan`: deterministic text, the same for the same plan and options."""
+def render_dockerfile(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...] | None = None) -> str:
+    """The Dockerfile that installs `plan`: deterministic text, the same for the same plan and options.
+
+    With `locked` (a checked lock, see render.lock.check_lock), the installs are exactly the lock's files by hash.
+    """
     if plan.target.os != "linux":
         raise EnvbuilderError(
             "render-unsupported-target",
@@ -64,7 +67,7 @@ def render_dockerfile(plan: Plan, options: RenderOptions) -> str:
         _base_stage(plan, options),
         _system_stage(plan, options),
         _python_stage(plan, options),
-        *_install_stages(plan, options),
+        *_install_stages(plan, options, locked),
         _project_stage(plan, options),
     )
     digest = plan_digest(plan)
@@ -205,8 +208,8 @@ def _python_stage(plan: Plan, options: RenderOptions) -> Stage:
     return Stage("python", why, instructions)
 
 
-def _install_stages(plan: Plan, options: RenderOptions) -> tuple[Stage, Stage]:
-    steps = {step.name: step for step in install_steps(plan, options)}
+def _install_stages(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...] | None) -> tuple[Stage, Stage]:
+    steps = {step.name: step for step in install_steps(plan, options, locked)}
     torch_step = steps["torch"]
     torch = Stage(
         "torch",
@@ -221,6 +224,7 @@ def _install_stages(plan: Plan, options: RenderOptions) -> tuple[Stage, Stage]:
     else:
         deps = Stage(
             "dependencies",
+            "dependencies: the locked set's other packages, by hash, with no new resolution." if deps_step.locked else
             "dependencies: the project's requirements for this target. The torch pins are repeated so that\n"
             "no dependency can swap torch for another build.",
             ("FROM torch AS dependencies", _uv_install(deps_step, options)),
@@ -278,9 +282,19 @@ def _uv_install(step: InstallStep, options: RenderOptions) -> str:
     args.append(f"    --index-url {docker_word(step.index_url, 'index URL')}")
     args += [f"    --extra-index-url {docker_word(u, 'index URL')}" for u in step.extra_index_urls]
     args += [f"    --find-links {docker_word(f, 'find-links')}" for f in step.find_links]
-    args += [f"    {docker_word(r, 'requirement')}" for r in step.requirements]
-    command = _CONTINUE.join(args)
-    return _run([f"--mount=type=cache,target={UV_CACHE}", *_secret_mounts(options)], [*_ca_export(options), command])
+    commands = [*_ca_export(options)]
+    if step.locked:
+        # Hashes can only be given in a requirements file: write it inside this RUN (no layer keeps it) and
+        # install exactly those files, without resolving again.
+        lock_file = f"/tmp/envbuilder-{step.name}.lock.txt"
+        lines = " ".join(docker_word(p.hashed_line, "locked requirement") for p in step.locked)
+        commands.append(f"printf '%s\\n' {lines} > {lock_file}")
+        args += ["    --require-hashes --no-deps", f"    -r {lock_file}"]
+        commands += [_CONTINUE.join(args), f"rm -f {lock_file}"]
+    else:
+        args += [f"    {docker_word(r, 'requirement')}" for r in step.requirements]
+        commands.append(_CONTINUE.join(args))
+    return _run([f"--mount=type=cache,target={UV_CACHE}", *_secret_mounts(options)], commands)
 
 
 def _secret_mounts(options: RenderOptions) -> list[str]:

@@ -19,27 +19,12 @@ from typing import Literal
 from envbuilder.errors import EnvbuilderError
 from envbuilder.plan import Plan, plan_digest
 from envbuilder.render import RenderOptions
-from envbuilder.render.network import default_index_url, install_steps, torch_index_url
+from envbuilder.render.network import LockedPackage, default_index_url, install_steps, torch_index_url
 from envbuilder.render.quoting import one_line, toml_string
 from envbuilder.values import Value
 
 LOCK_VERSION = 1
 LockFormat = Literal["toml", "requirements"]
-
-
-class LockedPackage(Value):
-    """One package of the resolved set, at an exact version."""
-
-    name: str
-    version: str  # exact, local part included; "" for a direct URL requirement
-    index_url: str | None = None  # the index it was found on (uv's index annotation); None: unknown
-    url: str | None = None  # a direct URL requirement (`name @ url`)
-    hashes: tuple[str, ...] = ()  # "sha256:<hex>", every distribution file of that version
-    required_by: tuple[str, ...] = ()  # what pulled it in ("-r -": asked for directly)
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.name} @ {self.url}" if self.url else f"{self.name}=={self.version}"
 
 
 def render_lock(plan: Plan, options: RenderOptions, resolved: Sequence[LockedPackage] | None = None,
@@ -194,6 +179,36 @@ def parse_compile_output(text: str) -> tuple[LockedPackage, ...]:
     return tuple(packages)
 
 
+def read_lock(text: str, origin: str = "lock") -> tuple[LockedPackage, ...]:
+    """The packages of a requirements-format lock (what `envbuilder lock --format requirements` writes). Pure."""
+    # Option lines (--index-url, --extra-index-url, --find-links) say where to look, not what to install.
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("-"))
+    try:
+        return parse_compile_output(body)
+    except EnvbuilderError as exc:
+        raise EnvbuilderError("lock-invalid", f"{origin}: {exc.message}",
+                              "write it with `envbuilder lock --format requirements`") from None
+
+
+def check_lock(plan: Plan, locked: Sequence[LockedPackage], origin: str = "lock") -> tuple[LockedPackage, ...]:
+    """The lock, if it installs what the plan decided: every entry hashed, torch and companions as planned. Pure."""
+    if not locked:
+        raise EnvbuilderError("lock-invalid", f"{origin} lists no packages", "write it with `envbuilder lock --format requirements`")
+    unhashed = [p.name for p in locked if not p.hashes]
+    if unhashed:
+        raise EnvbuilderError("lock-unhashed", f"{origin} has no hashes for {', '.join(unhashed[:5])}",
+                              "a locked build installs by hash: rerun `envbuilder lock --format requirements` (not --no-resolve)")
+    by_name = {_normalize(p.name): p for p in locked}
+    wanted = {"torch": plan.torch.local, **{_normalize(n): c.version for n, c in plan.companions.items()}}
+    for name, version in wanted.items():
+        found = by_name.get(name)
+        if found is None or found.version != version:
+            have = f"pins {name}=={found.version}" if found else f"has no {name}"
+            raise EnvbuilderError("lock-stale", f"{origin} {have}, but the plan picks {name}=={version}",
+                                  "re-run `envbuilder lock` with the same target and network options, or drop --lock")
+    return tuple(locked)
+
+
 def _parse_requirement_line(line: str) -> dict:
     base = {"index_url": None, "url": None, "hashes": [], "required_by": []}
     line = line.split(" ; ", 1)[0].strip()
@@ -272,3 +287,12 @@ def resolve_lock(plan: Plan, options: RenderOptions, *, uv: str | None = None, t
         raise EnvbuilderError("lock-unresolvable", f"uv pip compile failed: {tail}", hint,
                               context={"argv": list(result.argv)})
     return parse_compile_output(result.stdout)
+
+
+def load_lock(path: Path, plan: Plan) -> tuple[LockedPackage, ...]:
+    """Read a requirements-format lock file and check it against the plan (see check_lock)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EnvbuilderError("lock-unreadable", f"cannot read {path}: {exc.strerror}", "pass the file `envbuilder lock -o` wrote") from None
+    return check_lock(plan, read_lock(text, str(path)), str(path))

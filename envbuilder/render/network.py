@@ -20,11 +20,33 @@ DEFAULT_INDEX_URL = "https://pypi.org/simple"
 TORCH_FAMILY = ("torchvision", "torchaudio")
 
 
+class LockedPackage(Value):
+    """One package of a resolved set, at an exact version, with the hashes of its distribution files."""
+
+    name: str
+    version: str  # exact, local part included; "" for a direct URL requirement
+    index_url: str | None = None  # the index it was found on (uv's index annotation); None: unknown
+    url: str | None = None  # a direct URL requirement (`name @ url`)
+    hashes: tuple[str, ...] = ()  # "sha256:<hex>", every distribution file of that version
+    required_by: tuple[str, ...] = ()  # what pulled it in ("-r -": asked for directly)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name} @ {self.url}" if self.url else f"{self.name}=={self.version}"
+
+    @property
+    def hashed_line(self) -> str:
+        """One requirements-file line that `--require-hashes` accepts."""
+        return " ".join([self.requirement, *(f"--hash={h}" for h in self.hashes)])
+
+
 class InstallStep(Value):
     """One installer invocation: requirements and the package locations it may use."""
 
     name: Literal["torch", "dependencies"]
     requirements: tuple[str, ...]
+    # A locked step installs exactly these files (hash-checked, no dependency resolution) instead.
+    locked: tuple[LockedPackage, ...] = ()
     index_url: str  # the default index
     # Priority order. uv looks in these before index_url and, with its default first-index strategy, takes
     # a package only from the first index that has its name. pip merges all of them; exact pins (torch's
@@ -51,8 +73,14 @@ def torch_pins(plan: Plan) -> tuple[str, ...]:
     return (f"torch=={plan.torch.local}", *family)
 
 
-def install_steps(plan: Plan, options: RenderOptions) -> tuple[InstallStep, ...]:
-    """The torch step, then (when there is anything to install) the project dependencies step."""
+def install_steps(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...] | None = None) -> tuple[InstallStep, ...]:
+    """The torch step, then (when there is anything to install) the project dependencies step.
+
+    With `locked` (a resolved set, checked against the plan by lock.check_lock), the torch step installs the
+    locked torch family and the dependencies step everything else, by hash and without resolving again.
+    """
+    if locked is not None:
+        return _locked_steps(plan, options, locked)
     for requirement in (*plan.dependencies, *(c.pin for c in plan.companions.values()), plan.torch.local):
         if requirement.lstrip().startswith("-"):
             raise EnvbuilderError("render-unsafe-value", f"requirement {requirement!r} starts with '-', "
@@ -78,6 +106,27 @@ def install_steps(plan: Plan, options: RenderOptions) -> tuple[InstallStep, ...]
                                  extra_index_urls=_unique(u for u in extras if u != default),
                                  find_links=_unique(find_links)))
     return tuple(steps)
+
+
+def _locked_steps(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...]) -> tuple[InstallStep, ...]:
+    default = default_index_url(options)
+    torch_url = torch_index_url(plan, options)
+    family = {"torch", *(name for name in plan.companions if _in_torch_step(plan, name))}
+    torch_part = tuple(p for p in locked if _normal(p.name) in family)
+    rest = tuple(p for p in locked if _normal(p.name) not in family)
+    extras = _unique([*((torch_url,) if torch_url else ()), *(d.url for d in plan.indexes if d.kind != "find-links"),
+                      *options.extra_index_urls])
+    steps = [InstallStep(name="torch", requirements=tuple(p.requirement for p in torch_part), locked=torch_part,
+                         index_url=default, extra_index_urls=(torch_url,) if torch_url else (), find_links=options.find_links)]
+    if rest:
+        steps.append(InstallStep(name="dependencies", requirements=tuple(p.requirement for p in rest), locked=rest,
+                                 index_url=default, extra_index_urls=tuple(u for u in extras if u != default),
+                                 find_links=options.find_links))
+    return tuple(steps)
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _in_torch_step(plan: Plan, name: str) -> bool:
