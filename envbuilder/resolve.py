@@ -394,7 +394,7 @@ def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: Resol
         if chosen:
             break
     if not chosen:
-        chosen, status, notes = _beyond_bounds(view, platform_builds, soft, target, matrix, request)
+        chosen, status, notes = _beyond_bounds(view, platform_builds, soft, target, matrix)
     best = _pick(chosen)
     if status == "ok" and best.fit.mode == "minor":
         status = "minor-version-compat"
@@ -488,7 +488,7 @@ def _pick(candidates: list[_Candidate]) -> _Candidate:
     return max(candidates, key=key)
 
 
-def _beyond_bounds(view, platform_builds, soft, target, matrix, request) -> tuple[list[_Candidate], PlanStatus, list[str]]:
+def _beyond_bounds(view, platform_builds, soft, target, matrix) -> tuple[list[_Candidate], PlanStatus, list[str]]:
     """Software can be met, but never with this hardware: prefer a build that runs, else the CPU."""
     notes: list[str] = []
     soft_versions = {Version(r.version) for r, _, _ in soft}
@@ -724,16 +724,11 @@ def _make_plan(best: _Candidate, status: PlanStatus, notes: list[str], view: _Pr
             reasons.append(why)
         else:
             warnings.append(f"no {sw.onnxruntime[0]} release in the matrix fits Python {py}; left to the installer")
-    if status == "minor-version-compat":
+    if best.fit.mode == "minor":
         warnings.append(f"CUDA {torch.cuda} runs on driver {target.cuda_driver} only through minor-version compatibility: "
                         "PTX JIT is unavailable, and Triton/torch.compile kernels may fail (ptxas newer than the driver). "
                         "Update the driver for full support")
-    if status == "potential-incompatibility":
-        warnings.extend(notes)
-    elif status == "cpu-fallback":
-        warnings.extend(notes)
-    else:
-        reasons.extend(notes)
+    (warnings if status in ("potential-incompatibility", "cpu-fallback") else reasons).extend(notes)
 
     deps = tuple(_requirement_text(r) for r in sw.others)
     return Plan(
