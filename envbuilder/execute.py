@@ -483,7 +483,7 @@ def reconcile_runs(store: Any, settings: Any = None, docker: Any = None) -> list
     `docker kill`): they become `failed`. Without a Docker engine, nothing is changed and [] is returned."""
     try:
         docker = docker or _docker_for(settings)
-        docker.client  # connect now: no engine means we cannot tell, so we change nothing
+        docker.ping()  # connect now: no engine means we cannot tell, so we change nothing
     except EnvbuilderError:
         return []
     def state(container_id: str) -> str | None:

@@ -287,3 +287,17 @@ def test_run_with_an_image_records_the_run_without_importing_pydantic(image, pro
     assert record.status == "completed" and record.exit_code == 0 and record.container_id
     assert "loss=0.5" in Path(record.log_path).read_text()
     assert [value for _, value in RunStore.from_settings(settings).metric_series(record.id)["loss"]] == [0.5]
+
+
+def test_run_with_an_image_on_the_local_engine_never_imports_the_docker_sdk(image, project, settings):
+    # The SDK's import (requests, urllib3: ~0.1-0.15 s) alone exceeds the run path's budget; a local engine is
+    # reached over its socket with the standard library (envbuilder.docker.EngineSocket).
+    probe = ("import sys\nfrom envbuilder.cli import main\n"
+             f"rc = main(['--data-dir', {str(settings.data_dir)!r}, 'run', {str(project)!r}, '--image', {image!r},"
+             " '--', 'true'])\n"
+             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'requests', 'urllib3')))")
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "0 []", out
+    [record] = RunStore.from_settings(settings).list_runs()
+    assert record.status == "completed" and record.exit_code == 0 and record.container_id

@@ -1,0 +1,420 @@
+"""envbuilder.docker's container lifecycle over both transports: the stdlib socket client and the docker SDK.
+
+The pure parts (transport choice, API version, sizes, stream frames) run without an engine; a fake engine on
+a unix socket (http.server) checks error mapping, version negotiation, chunked frames and stale keep-alive
+connections; the `docker` tests run every lifecycle step against the real engine with each transport and
+expect the same answers from both.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import socketserver
+import threading
+import time
+import uuid
+
+import pytest
+
+from envbuilder.docker import (
+    PREFERRED_API_VERSION,
+    Docker,
+    demux_frames,
+    local_socket,
+    pick_api_version,
+    size_bytes,
+)
+from envbuilder.errors import DockerError
+
+TRANSPORTS = ("socket", "sdk")
+LABEL = "org.envbuilder.test-engine"
+
+
+def frame(payload: bytes, stream: int = 1) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+# --- pure ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def unix_socket(tmp_path):
+    path = tmp_path / "engine.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    yield str(path)
+    server.close()
+
+
+def test_local_socket_only_for_a_plain_local_engine(unix_socket, tmp_path):
+    assert local_socket({"DOCKER_HOST": f"unix://{unix_socket}"}) == unix_socket
+    assert local_socket({"DOCKER_HOST": f"unix://{unix_socket}", "DOCKER_CONTEXT": "default"}) == unix_socket
+    assert local_socket({"DOCKER_HOST": "tcp://10.0.0.1:2376"}) is None
+    assert local_socket({"DOCKER_HOST": "ssh://me@box"}) is None
+    assert local_socket({"DOCKER_HOST": f"unix://{unix_socket}", "DOCKER_TLS_VERIFY": "1"}) is None
+    assert local_socket({"DOCKER_HOST": f"unix://{unix_socket}", "DOCKER_CONTEXT": "remote"}) is None
+    assert local_socket({"DOCKER_HOST": f"unix://{tmp_path / 'missing.sock'}"}) is None
+    (tmp_path / "file.sock").write_text("")
+    assert local_socket({"DOCKER_HOST": f"unix://{tmp_path / 'file.sock'}"}) is None  # not a socket
+
+
+def test_transport_follows_the_environment(unix_socket, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{unix_socket}")
+    assert Docker().transport == "socket" and Docker().engine.path == unix_socket
+    assert Docker(transport="sdk").transport == "sdk"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert Docker().transport == "sdk"
+    assert Docker(transport="socket").engine.path == "/var/run/docker.sock"
+    with pytest.raises(ValueError):
+        Docker(transport="http")
+
+
+@pytest.mark.parametrize(("server", "server_min", "expected"), [
+    ("1.41", "1.12", "1.41"),  # Docker 20.10
+    ("1.47", "1.24", PREFERRED_API_VERSION),  # newer engines still speak ours
+    ("1.52", "1.44", "1.44"),  # an engine that dropped ours: the oldest it takes
+    ("1.40", "1.12", "1.40"),  # an older engine: its own
+    (None, None, PREFERRED_API_VERSION),
+])
+def test_api_version(server, server_min, expected):
+    assert pick_api_version(server, server_min) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2g", 2 << 30), ("512m", 512 << 20), ("64MiB", 64 << 20), ("1.5g", 3 << 29), ("100", 100), ("100b", 100),
+    ("4 k", 4096), ("2GB", 2 << 30), (1234, 1234),
+])
+def test_size_bytes(text, expected):
+    assert size_bytes(text) == expected
+
+
+def test_size_bytes_refuses_nonsense():
+    with pytest.raises(DockerError) as err:
+        size_bytes("lots")
+    assert err.value.code == "bad-size"
+
+
+def test_demux_frames_keeps_partial_frames_for_the_next_chunk():
+    stream = frame(b"out 1\n") + frame(b"err 1\n", 2) + frame(b"") + frame(b"out 2")
+    buffer = bytearray()
+    payloads = []
+    for cut in range(0, len(stream), 5):  # 5-byte chunks: headers and payloads split anywhere
+        buffer += stream[cut : cut + 5]
+        payloads.append(demux_frames(buffer))
+    assert b"".join(payloads) == b"out 1\nerr 1\nout 2" and buffer == bytearray()
+
+
+# --- a fake engine on a unix socket: the HTTP side of the socket client ------------------------------------
+
+
+class FakeEngine(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    routes: dict = {}
+    seen: list = []
+    drop_after_response = False  # close the connection without saying so, like an engine's idle timeout
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.seen.append((self.command, self.path, body))
+        status, reply = self.routes.get((self.command, self.path.split("?")[0]), (404, {"message": "page not found"}))
+        if isinstance(reply, list):  # chunked raw stream
+            self.send_response(status)
+            self.send_header("Content-Type", "application/vnd.docker.raw-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in reply + [b""]:
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        else:
+            data = json.dumps(reply).encode() if reply is not None else b""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        self.wfile.flush()
+        if self.drop_after_response:
+            self.close_connection = True
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_engine(tmp_path, monkeypatch):
+    path = str(tmp_path / "fake.sock")
+    FakeEngine.seen, FakeEngine.drop_after_response = [], False
+    FakeEngine.routes = {("GET", "/version"): (200, {"ApiVersion": "1.52", "MinAPIVersion": "1.44"})}
+    server = socketserver.ThreadingUnixStreamServer(path, FakeEngine)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    yield FakeEngine
+    server.shutdown()
+    server.server_close()
+
+
+def test_fake_engine_create_body_version_and_error_mapping(fake_engine):
+    fake_engine.routes[("POST", "/v1.44/containers/create")] = (201, {"Id": "c1", "Warnings": []})
+    fake_engine.routes[("POST", "/v1.44/containers/c1/start")] = (
+        500, {"message": 'could not select device driver "" with capabilities: [[gpu]]'})
+    docker = Docker(transport="socket")
+    with pytest.raises(DockerError) as err:
+        docker.run_detached("img:1", ["python", "train.py"], name="n1", mounts=[("/src", "/dst", True)],
+                            env={"A": "1"}, user="1000:1000", workdir="/w", gpus=2, shm_size="1g",
+                            labels={"k": "v"}, network="host")
+    assert err.value.code == "nvidia-runtime-missing" and "starting a container of img:1" in err.value.message
+    [(_, create_path, body)] = [s for s in fake_engine.seen if s[1].startswith("/v1.44/containers/create")]
+    assert create_path == "/v1.44/containers/create?name=n1"
+    assert body["Image"] == "img:1" and body["Cmd"] == ["python", "train.py"] and body["Env"] == ["A=1"]
+    assert (body["User"], body["WorkingDir"], body["Labels"]) == ("1000:1000", "/w", {"k": "v"})
+    host = body["HostConfig"]
+    assert host["Mounts"] == [{"Type": "bind", "Source": "/src", "Target": "/dst", "ReadOnly": True}]
+    assert (host["NetworkMode"], host["ShmSize"], host["Init"]) == ("host", 1 << 30, True)
+    assert host["DeviceRequests"][0]["Count"] == 2 and host["DeviceRequests"][0]["Capabilities"] == [["gpu"]]
+    assert [s[1] for s in fake_engine.seen].count("/version") == 1  # negotiated once
+
+
+def test_fake_engine_404s_and_other_errors(fake_engine):
+    fake_engine.routes[("GET", "/v1.44/containers/gone/json")] = (404, {"message": "No such container: gone"})
+    fake_engine.routes[("POST", "/v1.44/containers/gone/stop")] = (404, {"message": "No such container: gone"})
+    fake_engine.routes[("DELETE", "/v1.44/containers/gone")] = (404, {"message": "No such container: gone"})
+    fake_engine.routes[("POST", "/v1.44/containers/gone/wait")] = (404, {"message": "No such container: gone"})
+    fake_engine.routes[("GET", "/v1.44/containers/json")] = (500, {"message": "write /var/lib/docker: no space left on device"})
+    docker = Docker(transport="socket")
+    assert docker.container_state("gone") is None
+    docker.stop("gone", 1)
+    docker.remove_container("gone")
+    with pytest.raises(DockerError) as err:
+        docker.wait("gone")
+    assert err.value.code == "docker-failed" and "No such container: gone" in err.value.message
+    with pytest.raises(DockerError) as err:
+        docker.containers_labelled("a", "b")
+    assert err.value.code == "disk-full"
+
+
+def test_fake_engine_logs_chunked_and_multiplexed(fake_engine):
+    stream = frame(b"epoch 1 loss=0.5\nhalf ") + frame(b"warning\n", 2) + frame(b"a line\r\n") + frame(b"\xffend")
+    pieces = [stream[i : i + 7] for i in range(0, len(stream), 7)]  # chunk boundaries cut frames anywhere
+    fake_engine.routes[("GET", "/v1.44/containers/c1/logs")] = (200, pieces)
+    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "exited", "ExitCode": 0}})
+    docker = Docker(transport="socket")
+    lines: list[str] = []
+    docker.stream_logs("c1", lines.append)
+    assert lines == ["epoch 1 loss=0.5", "half warning", "a line", "\ufffdend"]
+    assert docker.container_state("c1") == {"Status": "exited", "ExitCode": 0}  # the stream's connection is reused
+    assert "follow=1" in fake_engine.seen[1][1] and "stderr=1" in fake_engine.seen[1][1]
+
+
+def test_fake_engine_closing_idle_connections(fake_engine):
+    fake_engine.drop_after_response = True
+    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "running"}})
+    docker = Docker(transport="socket")
+    for _ in range(3):  # each request after the first meets a connection the engine already closed
+        assert docker.container_state("c1") == {"Status": "running"}
+
+
+def test_no_engine_is_docker_not_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'gone.sock'}")
+    with pytest.raises(DockerError) as err:
+        Docker(transport="socket").image_inspect("img:1")
+    assert err.value.code == "docker-not-running"
+
+
+# --- the real engine, both transports -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image():
+    from envbuilder.base import bootstrap_base
+
+    return bootstrap_base(Docker()).name
+
+
+@pytest.fixture(params=TRANSPORTS)
+def docker(request):
+    docker = Docker(transport=request.param)
+    assert docker.transport == request.param
+    docker.ping()
+    started: list[str] = []
+    original = docker.run_detached
+
+    def run_detached(*args, **kwargs):
+        kwargs.setdefault("labels", {LABEL: "1"})
+        started.append(original(*args, **kwargs))
+        return started[-1]
+
+    docker.run_detached = run_detached
+    yield docker
+    for container in started:
+        docker.remove_container(container)
+
+
+def run_to_end(docker, image, command, **kwargs) -> tuple[list[str], int, str]:
+    container = docker.run_detached(image, command, **kwargs)
+    lines: list[str] = []
+    docker.stream_logs(container, lines.append)
+    return lines, docker.wait(container), container
+
+
+@pytest.mark.docker
+def test_lifecycle_output_and_exit_code(docker, image):
+    lines, code, container = run_to_end(docker, image, ["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert code == 7 and sorted(lines) == ["err", "out"]
+    state = docker.container_state(container)
+    assert (state["Status"], state["ExitCode"]) == ("exited", 7)
+
+
+@pytest.mark.docker
+def test_logs_of_an_exited_container_end_with_its_last_partial_line(docker, image):
+    # Read after the exit (as base.py's probe does): a followed stream may end before the engine has logged
+    # a last line without a newline, with either transport (moby/moby#43860).
+    container = docker.run_detached(image, ["sh", "-c", "echo first; printf 'no newline'"])
+    assert docker.wait(container) == 0
+    lines: list[str] = []
+    docker.stream_logs(container, lines.append)
+    assert lines == ["first", "no newline"]
+
+
+@pytest.mark.docker
+def test_lifecycle_settings_reach_the_container(docker, image, tmp_path):
+    (tmp_path / "in.txt").write_text("mounted")
+    script = ("import os, time; print(os.getuid(), os.getcwd(), os.environ['GREETING'], open('/data/in.txt').read());"
+              "st = os.statvfs('/dev/shm'); print(st.f_frsize * st.f_blocks, flush=True); time.sleep(0.3);"
+              "open('/data/x', 'w')")
+    lines, code, _ = run_to_end(docker, image, ["python", "-c", script], mounts=[(str(tmp_path), "/data", True)],
+                                env={"GREETING": "hi"}, user=f"{os.getuid()}:{os.getgid()}", workdir="/tmp", shm_size="96m",
+                                name=f"envbuilder-test-{uuid.uuid4().hex[:8]}")
+    assert lines[:2] == [f"{os.getuid()} /tmp hi mounted", str(96 << 20)], lines
+    assert code == 1 and "Read-only file system" in lines[-1]
+
+
+@pytest.mark.docker
+def test_ten_thousand_lines_arrive_in_order(docker, image):
+    # Read after the exit: on a loaded Docker 20.10 a followed stream can end at the exit before the engine has
+    # sent every logged line, with either transport (moby/moby#43860 is the partial-last-line case of it).
+    container = docker.run_detached(image, ["seq", "1", "10000"])
+    assert docker.wait(container) == 0
+    lines: list[str] = []
+    docker.stream_logs(container, lines.append)
+    assert lines == [str(i) for i in range(1, 10001)]
+
+
+@pytest.mark.docker
+def test_bytes_that_are_not_utf8(docker, image):
+    lines, code, _ = run_to_end(docker, image, ["printf", r"\377\376 raw\r\nok \303\251\n"])
+    assert code == 0 and lines == ["\ufffd\ufffd raw", "ok é"]
+
+
+SIGTERM_TRAP = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: (print("SIGTERM: saving", flush=True), time.sleep(0.5), sys.exit(143)))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _stream_in_thread(docker, container) -> tuple[list[str], threading.Thread]:
+    lines: list[str] = []
+    thread = threading.Thread(target=docker.stream_logs, args=(container, lines.append), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while "ready" not in lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "ready" in lines
+    return lines, thread
+
+
+@pytest.mark.docker
+def test_stop_gives_a_sigterm_trap_its_grace(docker, image):
+    container = docker.run_detached(image, ["python", "-c", SIGTERM_TRAP])
+    lines, thread = _stream_in_thread(docker, container)
+    started = time.monotonic()
+    docker.stop(container, 10)  # from this thread while another follows the logs (two connections)
+    assert docker.wait(container) == 143 and time.monotonic() - started < 8
+    thread.join(10)
+    assert lines == ["ready", "SIGTERM: saving"]
+
+
+@pytest.mark.docker
+def test_stop_kills_after_the_grace_period(docker, image):
+    container = docker.run_detached(image, ["python", "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                            "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"])
+    _stream_in_thread(docker, container)
+    started = time.monotonic()
+    docker.stop(container, 1)
+    assert docker.wait(container) == 137 and 1 <= time.monotonic() - started < 10
+
+
+@pytest.mark.docker
+def test_kill_remove_and_a_vanished_container(docker, image):
+    container = docker.run_detached(image, ["sleep", "60"])
+    assert docker.container_state(container)["Status"] == "running"
+    docker.kill(container)
+    assert docker.wait(container) == 137
+    docker.remove_container(container)
+    assert docker.container_state(container) is None
+    docker.remove_container(container)  # gone: no error
+    docker.stop(container, 1)
+    docker.kill(container)
+    assert docker.container_state("0" * 64) is None
+
+
+@pytest.mark.docker
+def test_remove_a_running_container(docker, image):
+    container = docker.run_detached(image, ["sleep", "60"])
+    docker.remove_container(container)
+    assert docker.container_state(container) is None
+
+
+@pytest.mark.docker
+def test_containers_by_label(docker, image):
+    value = uuid.uuid4().hex
+    ids = {docker.run_detached(image, ["true"], labels={LABEL: value}) for _ in range(2)}
+    docker.wait(next(iter(ids)))
+    assert set(docker.containers_labelled(LABEL, value)) == ids  # created, running and exited alike
+    assert docker.containers_labelled(LABEL, uuid.uuid4().hex) == []
+
+
+@pytest.mark.docker
+def test_missing_image(docker):
+    missing = f"envbuilder-test/missing-{uuid.uuid4().hex[:8]}:latest"
+    assert docker.image_inspect(missing) is None and not docker.image_exists(missing)
+    with pytest.raises(DockerError) as err:
+        docker.run_detached(missing, ["true"])
+    # No registry here: the pull `docker run` makes fails as unreachable; with one, the image is not found.
+    assert err.value.code in ("registry-unreachable", "image-not-found")
+    assert f"starting a container of {missing}" in err.value.message
+
+
+@pytest.mark.docker
+def test_image_inspect_answers_alike(docker, image):
+    assert docker.image_inspect(image)["Id"] == Docker(transport="sdk").image_inspect(image)["Id"]
+
+
+@pytest.mark.docker
+def test_gpus_without_the_nvidia_runtime(docker, image):
+    with pytest.raises(DockerError) as err:
+        docker.run_detached(image, ["true"], gpus="all")
+    assert err.value.code == "nvidia-runtime-missing"
+
+
+@pytest.mark.docker
+def test_both_transports_see_one_engine(image):
+    socket_client, sdk = Docker(transport="socket"), Docker(transport="sdk")
+    container = socket_client.run_detached(image, ["sh", "-c", "echo made by the socket client"], labels={LABEL: "both"})
+    try:
+        assert sdk.wait(container) == 0
+        lines: list[str] = []
+        sdk.stream_logs(container, lines.append)
+        assert lines == ["made by the socket client"]
+    finally:
+        sdk.remove_container(container)
+    assert socket_client.container_state(container) is None
+
