@@ -337,6 +337,17 @@ def _error_message(status: int, data: bytes) -> str:
     return str(message or text or f"HTTP {status}")
 
 
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", "replace").rstrip("\r")
+
+
 def _quote(part: str) -> str:
     from urllib.parse import quote
 
@@ -523,21 +534,26 @@ class Docker:
         return None if info is None else info.get("State")
 
     def stream_logs(self, container_id: str, on_line: Callable[[str], None]) -> None:
-        """Follow the container's output (stdout and stderr) until it exits, calling on_line for each line."""
+        """Follow the container's output (stdout and stderr) until it exits, calling on_line for each line.
+
+        A loaded engine can end the follow at the container's exit before sending the last lines
+        (moby/moby#43860): callers that need every line read them again with `log_lines` after `wait`.
+        """
+        for line in _split_lines(self._log_chunks(container_id, follow=True)):
+            on_line(line)
+
+    def log_lines(self, container_id: str) -> list[str]:
+        """Everything the container has written so far, split into lines exactly as stream_logs splits them."""
+        return list(_split_lines(self._log_chunks(container_id, follow=False)))
+
+    def _log_chunks(self, container_id: str, *, follow: bool) -> Iterator[bytes]:
         what = "reading logs"
         if self.engine is not None:
-            stream = _demuxed(self.engine.stream("GET", f"/containers/{_quote(container_id)}/logs", what=what,
-                                                 query={"follow": 1, "stdout": 1, "stderr": 1}))
-        else:
-            stream = self._call(what, lambda: self.client.api.logs(container_id, stream=True, follow=True))
-        pending = b""
-        for chunk in stream:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                on_line(line.decode("utf-8", "replace").rstrip("\r"))
-        if pending:
-            on_line(pending.decode("utf-8", "replace").rstrip("\r"))
+            return _demuxed(self.engine.stream("GET", f"/containers/{_quote(container_id)}/logs", what=what,
+                                               query={"follow": int(follow), "stdout": 1, "stderr": 1}))
+        if follow:
+            return self._call(what, lambda: self.client.api.logs(container_id, stream=True, follow=True))
+        return iter([self._call(what, lambda: self.client.api.logs(container_id, stream=False, follow=False))])
 
     def wait(self, container_id: str) -> int:
         """Block until the container exits; its exit code."""
