@@ -146,13 +146,7 @@ def base_python(docker: Docker, image: str) -> str:
 
 
 def _ask_python(docker: Docker, image: str) -> str:
-    container = docker.run_detached(image, ["python3", "-c", _PYTHON_PROBE], labels={f"{LABEL_PREFIX}.probe": "python"})
-    lines: list[str] = []
-    try:
-        code = docker.wait(container)
-        docker.stream_logs(container, lines.append)
-    finally:
-        docker.remove_container(container)
+    code, lines = docker.run_once(image, ["python3", "-c", _PYTHON_PROBE], labels={f"{LABEL_PREFIX}.probe": "python"})
     version = next((ln.strip() for ln in reversed(lines) if re.fullmatch(r"\d+\.\d+", ln.strip())), None)
     if code != 0 or version is None:
         raise EnvbuilderError(

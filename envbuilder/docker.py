@@ -13,6 +13,8 @@ Docker failures from either become typed errors through errors.diagnose_docker. 
 
 from __future__ import annotations
 
+import hashlib
+
 import functools
 import json
 import os
@@ -541,6 +543,42 @@ class Docker:
         """
         for line in _split_lines(self._log_chunks(container_id, follow=True)):
             on_line(line)
+
+    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None]) -> int:
+        """Stream the container's lines until it exits, then pass on any the follow dropped; its exit code.
+
+        A loaded engine can end a follow at the container's exit before sending the last lines
+        (moby/moby#43860), which is where results and final metrics are printed: the whole output is read
+        once more and what the follow missed (checked by a digest of the prefix) is passed on in order.
+        """
+        seen = hashlib.sha256()
+        count = 0
+
+        def forward(line: str) -> None:
+            nonlocal count
+            seen.update(line.encode("utf-8", "surrogatepass") + b"\n")
+            count += 1
+            on_line(line)
+
+        self.stream_logs(container_id, forward)
+        code = self.wait(container_id)
+        everything = self.log_lines(container_id)
+        prefix = hashlib.sha256()
+        for line in everything[:count]:
+            prefix.update(line.encode("utf-8", "surrogatepass") + b"\n")
+        if len(everything) > count and prefix.digest() == seen.digest():
+            for line in everything[count:]:
+                on_line(line)
+        return code
+
+    def run_once(self, image: str, command: list[str], **run_options: Any) -> tuple[int, list[str]]:
+        """Run a throwaway container to completion: (exit code, every output line). It is removed afterwards."""
+        container = self.run_detached(image, command, **run_options)
+        lines: list[str] = []
+        try:
+            return self.follow_to_exit(container, lines.append), lines
+        finally:
+            self.remove_container(container)
 
     def log_lines(self, container_id: str) -> list[str]:
         """Everything the container has written so far, split into lines exactly as stream_logs splits them."""

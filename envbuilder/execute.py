@@ -10,7 +10,6 @@ Must not import the CLI.
 
 from __future__ import annotations
 
-import hashlib
 
 import os
 import threading
@@ -345,27 +344,14 @@ def run_job(
         timer.start()
     try:
         with log_path.open("a", encoding="utf-8") as log:
-            seen = hashlib.sha256()
-            count = 0
-
             def handle(line: str) -> None:
-                nonlocal count
-                seen.update(line.encode("utf-8", "surrogatepass") + b"\n")
-                count += 1
                 log.write(line + "\n")
                 log.flush()
                 sink.feed(line)
                 if on_line:
                     on_line(line)
 
-            docker.stream_logs(container, handle)
-            exit_code = docker.wait(container)
-            # The follow can end before the engine sent the last lines (moby/moby#43860): read the whole
-            # output once more and pass on what the follow missed, so the final metrics are never lost.
-            everything = docker.log_lines(container)
-            if len(everything) > count and _digest(everything[:count]) == seen.hexdigest():
-                for line in everything[count:]:
-                    handle(line)
+            exit_code = docker.follow_to_exit(container, handle)
             sink.flush()
     except KeyboardInterrupt:
         # Ctrl-C: give the job its grace period to checkpoint, record why it ended, leave nothing behind.
@@ -444,13 +430,6 @@ def _quietly(fn: Callable[[], Any]) -> Any:
 def _remove_labelled(docker: Any, run_id: str) -> None:
     for container in _quietly(lambda: docker.containers_labelled(LABEL_RUN_ID, run_id)) or ():
         _quietly(lambda: docker.remove_container(container))
-
-
-def _digest(lines: list[str]) -> str:
-    h = hashlib.sha256()
-    for line in lines:
-        h.update(line.encode("utf-8", "surrogatepass") + b"\n")
-    return h.hexdigest()
 
 
 def _stop_requested(store: Any, run_id: str) -> bool:

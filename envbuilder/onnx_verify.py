@@ -184,8 +184,7 @@ def verify_exports(
         labels={f"{LABEL_PREFIX}.role": "onnx-verify"},
     )
     try:
-        docker.stream_logs(container, collect)
-        docker.wait(container)
+        docker.follow_to_exit(container, collect)
     finally:
         docker.remove_container(container)
     results = parse_results(lines, artifacts_dir)

@@ -303,27 +303,20 @@ def test_run_with_an_image_on_the_local_engine_never_imports_the_docker_sdk(imag
     assert record.status == "completed" and record.exit_code == 0 and record.container_id
 
 
-class _LossyFollow:
-    """The real Docker wrapper, except that following the logs drops the last lines, as a loaded engine can."""
+def test_lines_the_follow_missed_are_recovered_after_exit(image, project, settings, docker_client, store, monkeypatch):
+    """A loaded engine can end the log follow before the last lines (moby/moby#43860): make it happen on purpose."""
+    real_stream_logs = docker_client.stream_logs
 
-    def __init__(self, docker, keep: int) -> None:
-        self._docker, self._keep = docker, keep
-
-    def __getattr__(self, name):
-        return getattr(self._docker, name)
-
-    def stream_logs(self, container_id, on_line):
+    def lossy_stream_logs(container_id, on_line):
         lines: list[str] = []
-        self._docker.stream_logs(container_id, lines.append)
-        for line in lines[: self._keep]:
+        real_stream_logs(container_id, lines.append)
+        for line in lines[:1200]:
             on_line(line)
 
-
-def test_lines_the_follow_missed_are_recovered_after_exit(image, project, settings, docker_client, store):
+    monkeypatch.setattr(docker_client, "stream_logs", lossy_stream_logs)
     script = "for i in range(3000): print(f'step {i} loss={1 / (i + 1):.6f}')\nprint('done: val_loss=0.125')"
-    lossy = _LossyFollow(docker_client, keep=1200)
     result = run_job(image=image, project_dir=project, command=["python", "-c", script], gpus="none",
-                     settings=settings, docker=lossy, store=store)
+                     settings=settings, docker=docker_client, store=store)
     assert result.status == "completed"
     lines = result.log_path.read_text().splitlines()
     assert len(lines) == 3001 and lines[-1] == "done: val_loss=0.125"

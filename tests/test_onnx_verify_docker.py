@@ -82,15 +82,9 @@ def onnx_image(docker_client, tmp_path_factory):
 def models(onnx_image, docker_client, tmp_path_factory) -> Path:
     artifacts = tmp_path_factory.mktemp("artifacts")
     os.chmod(artifacts, 0o777)
-    container = docker_client.run_detached(onnx_image, ["python", "-c", MAKE_MODELS],
-                                           mounts=[(str(artifacts), "/artifacts", False)],
-                                           user=f"{os.getuid()}:{os.getgid()}", env={"HOME": "/tmp"})
-    lines: list[str] = []
-    try:
-        code = docker_client.wait(container)
-        docker_client.stream_logs(container, lines.append)
-    finally:
-        docker_client.remove_container(container)
+    code, lines = docker_client.run_once(onnx_image, ["python", "-c", MAKE_MODELS],
+                                         mounts=[(str(artifacts), "/artifacts", False)],
+                                         user=f"{os.getuid()}:{os.getgid()}", env={"HOME": "/tmp"})
     assert code == 0, "\n".join(lines)
     return artifacts
 

@@ -21,7 +21,6 @@ from envbuilder.plan import Plan, plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.render.network import LockedPackage, default_index_url, install_steps, torch_index_url
 from envbuilder.render.quoting import one_line, toml_string
-from envbuilder.values import Value
 
 LOCK_VERSION = 1
 LockFormat = Literal["toml", "requirements"]

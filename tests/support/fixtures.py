@@ -125,13 +125,7 @@ def cpuproj_image(build_env, cpuproj_dir, cpuproj_plan):
 
 def run_in_image(docker, image: str, command: list[str]) -> tuple[int, str]:
     """Run a command in a throwaway container of the image; (exit code, output)."""
-    container = docker.run_detached(image, command)
-    lines: list[str] = []
-    try:
-        code = docker.wait(container)
-        docker.stream_logs(container, lines.append)
-    finally:
-        docker.remove_container(container)
+    code, lines = docker.run_once(image, command)
     return code, "\n".join(lines)
 
 
