@@ -370,6 +370,7 @@ class Docker:
         self._docker_binary = docker_binary
         self._timeout = timeout
         self._transport = transport
+        self._attached: dict[str, Iterator[bytes]] = {}  # container id -> its output, attached before start
 
     @cached_property
     def engine(self) -> EngineSocket | None:
@@ -464,8 +465,14 @@ class Docker:
         shm_size: str | None = None,
         labels: Mapping[str, str] | None = None,
         network: str | None = None,
+        attach: bool = False,
     ) -> str:
-        """Start a container in the background and return its id. An image that is not here is pulled first."""
+        """Start a container in the background and return its id. An image that is not here is pulled first.
+
+        attach: on the local engine, attach to its output before it starts, as `docker run` does, so that
+        follow_to_exit gets every line from that stream. (A logs follow on a loaded engine can end before the
+        last lines, moby/moby#43860; without attach, follow_to_exit reads the output again to make up for it.)
+        """
         what = f"starting a container of {image}"
         mounts = list(mounts)
         count = None if gpus in (None, "none", 0) else (-1 if gpus == "all" else int(gpus))
@@ -486,7 +493,7 @@ class Docker:
         body: dict[str, Any] = {
             "Image": image, "Cmd": list(command), "Env": [f"{k}={v}" for k, v in (env or {}).items()],
             "Labels": dict(labels or {}), "Tty": False, "OpenStdin": False,
-            "AttachStdin": False, "AttachStdout": False, "AttachStderr": False, "HostConfig": host_config,
+            "AttachStdin": False, "AttachStdout": attach, "AttachStderr": attach, "HostConfig": host_config,
         }
         if user:
             body["User"] = user
@@ -498,8 +505,20 @@ class Docker:
             self._call(what, lambda: self.client.images.pull(image))
             created = self.engine.call("POST", "/containers/create", what=what, query=query, body=body)
         container_id = created["Id"]
-        self.engine.call("POST", f"/containers/{container_id}/start", what=what)
+        if attach:
+            self._attached[container_id] = self.engine.stream(
+                "POST", f"/containers/{container_id}/attach", what=what, query={"stream": 1, "stdout": 1, "stderr": 1})
+        try:
+            self.engine.call("POST", f"/containers/{container_id}/start", what=what)
+        except BaseException:
+            self._drop_attached(container_id)
+            raise
         return container_id
+
+    def _drop_attached(self, container_id: str) -> None:
+        stream = self._attached.pop(container_id, None)
+        if stream is not None:
+            stream.close()  # closes its connection: a half-read stream is never reused
 
     def _run_detached_sdk(self, what, image, command, *, name, mounts, env, user, workdir, gpu_count, shm_size, labels,
                           network) -> str:
@@ -551,6 +570,11 @@ class Docker:
         (moby/moby#43860), which is where results and final metrics are printed: the whole output is read
         once more and what the follow missed (checked by a digest of the prefix) is passed on in order.
         """
+        attached = self._attached.pop(container_id, None)
+        if attached is not None:
+            for line in _split_lines(_demuxed(attached)):
+                on_line(line)
+            return self.wait(container_id)
         seen = hashlib.sha256()
         count = 0
 
@@ -573,7 +597,7 @@ class Docker:
 
     def run_once(self, image: str, command: list[str], **run_options: Any) -> tuple[int, list[str]]:
         """Run a throwaway container to completion: (exit code, every output line). It is removed afterwards."""
-        container = self.run_detached(image, command, **run_options)
+        container = self.run_detached(image, command, attach=True, **run_options)
         lines: list[str] = []
         try:
             return self.follow_to_exit(container, lines.append), lines
@@ -624,6 +648,7 @@ class Docker:
 
     def remove_container(self, container_id: str) -> None:
         """Remove it, running or not (force). A gone container is no error."""
+        self._drop_attached(container_id)
         what = "removing a container"
         if self.engine is not None:
             self.engine.call("DELETE", f"/containers/{_quote(container_id)}", what=what, query={"force": 1},

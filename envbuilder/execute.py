@@ -321,7 +321,7 @@ def run_job(
 
     try:
         container = docker.run_detached(image, argv, mounts=container_mounts, env=run_env, user=user, workdir=workdir,
-                                        gpus=docker_gpus, shm_size=shm, labels=labels, network=network)
+                                        gpus=docker_gpus, shm_size=shm, labels=labels, network=network, attach=True)
     except EnvbuilderError as exc:
         store.record_finish(run_id, "failed", None, str(exc))
         _remove_labelled(docker, run_id)  # a refused start (no NVIDIA runtime) leaves a `created` container

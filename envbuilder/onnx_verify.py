@@ -181,7 +181,7 @@ def verify_exports(
         mounts=[(str(TOOLS_DIR), CONTAINER_TOOLS_DIR, True), (str(artifacts_dir), CONTAINER_ARTIFACTS, False)],
         env={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
         user=user, workdir=CONTAINER_ARTIFACTS, gpus=gpus,
-        labels={f"{LABEL_PREFIX}.role": "onnx-verify"},
+        labels={f"{LABEL_PREFIX}.role": "onnx-verify"}, attach=True,
     )
     try:
         docker.follow_to_exit(container, collect)

@@ -303,8 +303,13 @@ def test_run_with_an_image_on_the_local_engine_never_imports_the_docker_sdk(imag
     assert record.status == "completed" and record.exit_code == 0 and record.container_id
 
 
-def test_lines_the_follow_missed_are_recovered_after_exit(image, project, settings, docker_client, store, monkeypatch):
-    """A loaded engine can end the log follow before the last lines (moby/moby#43860): make it happen on purpose."""
+@pytest.mark.parametrize("transport", ["socket", "sdk"])
+def test_no_line_is_lost_even_when_the_log_follow_drops_some(image, project, settings, store, monkeypatch, transport):
+    """A loaded engine can end a logs follow before the last lines (moby/moby#43860): make it happen on purpose.
+    The socket transport attaches before start and never follows logs; the SDK one reads the output again."""
+    from envbuilder.docker import Docker
+
+    docker_client = Docker(transport=transport)
     real_stream_logs = docker_client.stream_logs
 
     def lossy_stream_logs(container_id, on_line):
