@@ -69,6 +69,9 @@ _DOCKER_DIAGNOSES: tuple[tuple[str, str, str], ...] = (
      "nvidia-runtime-missing", "install the NVIDIA Container Toolkit and restart Docker, or run with --gpus none"),
     (r"pull access denied|manifest unknown|not found: manifest|failed to resolve source metadata|repository does not exist",
      "image-not-found", "check the image name; with no registry reachable use `envbuilder base bootstrap` and --base-image"),
+    (r"ProxyError|Cannot connect to proxy|Unable to connect to proxy|proxy (?:error|connect)|tunnel error",
+     "proxy-unreachable", "the build could not use its proxy: check --http-proxy/--https-proxy (HTTP(S)_PROXY), "
+     "and list local mirrors in --no-proxy"),
     (r"dial tcp|no such host|i/o timeout|TLS handshake timeout|connection reset by peer",
      "registry-unreachable", "no registry is reachable; use a local base (`envbuilder base bootstrap`) or a mirror"),
     (r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|x509: certificate signed by unknown authority|invalid peer certificate|UnknownIssuer",
