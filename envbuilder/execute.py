@@ -270,7 +270,11 @@ def run_job(
         artifacts_dir = job.artifacts_path(project_dir)
     if artifacts_dir is not None:
         artifacts_dir = Path(artifacts_dir).resolve()
-        artifacts_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            artifacts_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EnvbuilderError("artifacts-dir-unusable", f"cannot create the artifacts folder {artifacts_dir}: {exc.strerror}",
+                                  "pass --artifacts DIR with a folder you can write") from None
 
     if resume_from:
         if job is None or job.resume_arg is None:
@@ -357,6 +361,7 @@ def run_job(
         # Ctrl-C: give the job its grace period to checkpoint, record why it ended, leave nothing behind.
         _quietly(lambda: docker.stop(container, grace_s))
         _quietly(sink.flush)
+        _quietly(lambda: _append_unseen(store, docker, run_id, container, log_path))  # what it said while stopping
         state = _quietly(lambda: docker.container_state(container)) or {}
         store.record_finish(run_id, "stopped", state.get("ExitCode"), "interrupted (Ctrl-C)")
         _quietly(lambda: docker.remove_container(container))
@@ -369,22 +374,30 @@ def run_job(
     finally:
         if timer:
             timer.cancel()
-    docker.remove_container(container)
+    # The job has ended: whatever happens from here on (cleanup, verification, Ctrl-C), the run is recorded.
+    try:
+        docker.remove_container(container)
+        stop_requested = _stop_requested(store, run_id)
+        status = final_status(exit_code, stop_requested=stop_requested)
+        message = exit_message(exit_code)
+        if timed_out.is_set():
+            status, message = "failed", f"ran past its timeout of {job.timeout:g} s and was stopped"
+        elif stop_requested:
+            message = "stopped on request" + (f" ({message})" if message else "")
 
-    stop_requested = _stop_requested(store, run_id)
-    status = final_status(exit_code, stop_requested=stop_requested)
-    message = exit_message(exit_code)
-    if timed_out.is_set():
-        status, message = "failed", f"ran past its timeout of {job.timeout:g} s and was stopped"
-    elif stop_requested:
-        message = "stopped on request" + (f" ({message})" if message else "")
-
-    verified: tuple = ()
-    if status == "completed" and verify and job is not None and job.exports and artifacts_dir is not None:
-        verified, failure = _verify(image=image, job=job, artifacts_dir=artifacts_dir, docker=docker, plan=plan,
-                                    plan_hash=plan_hash, user=user, gpus=docker_gpus, log_path=log_path, on_line=on_line)
-        if failure:
-            status, exit_code, message = "failed", EXIT_VERIFY_FAILED, failure
+        verified: tuple = ()
+        if status == "completed" and verify and job is not None and job.exports and artifacts_dir is not None:
+            verified, failure = _verify(image=image, job=job, artifacts_dir=artifacts_dir, docker=docker, plan=plan,
+                                        plan_hash=plan_hash, user=user, gpus=docker_gpus, log_path=log_path, on_line=on_line)
+            if failure:
+                status, exit_code, message = "failed", EXIT_VERIFY_FAILED, failure
+    except KeyboardInterrupt:
+        store.record_finish(run_id, "stopped", exit_code, "interrupted (Ctrl-C) after the job ended, before it was checked")
+        _quietly(lambda: docker.remove_container(container))
+        raise
+    except BaseException as exc:
+        store.record_finish(run_id, "failed", exit_code, f"envbuilder failed after the job ended: {exc}")
+        raise
     store.record_finish(run_id, status, exit_code, message)
     return result(status, exit_code, message, verified)
 
@@ -479,18 +492,47 @@ def stop_run(store: Any, run_id: str, grace_s: float = DEFAULT_GRACE_S, settings
 
 
 def reconcile_runs(store: Any, settings: Any = None, docker: Any = None) -> list[Any]:
-    """Settle runs recorded `running` whose container vanished or exited while nobody watched (host crash,
-    `docker kill`): they become `failed`. Without a Docker engine, nothing is changed and [] is returned."""
+    """Settle runs recorded `running` whose runner is gone (host crash, a killed envbuilder process) and whose
+    container vanished or ended while nobody watched: the run is recorded by the container's exit code, the
+    lines the runner never saw are appended to its log (and their metrics recorded), and the container is
+    removed. Without a Docker engine, nothing is changed and [] is returned."""
     try:
         docker = docker or _docker_for(settings)
         docker.ping()  # connect now: no engine means we cannot tell, so we change nothing
     except EnvbuilderError:
         return []
-    def state(container_id: str) -> str | None:
-        found = docker.container_state(container_id)
-        return None if found is None else str(found.get("Status") or "unknown")
+    changed = list(store.reconcile(docker.container_state))
+    for run_id in changed:
+        record = store.get(run_id)
+        if record.container_id:
+            _quietly(lambda: _append_unseen(store, docker, record.id, record.container_id,
+                                            Path(record.log_path) if record.log_path else None))
+            _quietly(lambda: docker.remove_container(record.container_id))
+    return changed
 
-    return list(store.reconcile(state))
+
+def _append_unseen(store: Any, docker: Any, run_id: str, container_id: str, log_path: Path | None) -> None:
+    """Append what the container wrote that no runner saw (after a crash, or during a stop's grace period)
+    to the run's log, and record its metrics."""
+    from envbuilder.metrics import MetricTracker
+
+    if log_path is None:
+        return
+    seen = log_path.read_text(encoding="utf-8", errors="replace").splitlines() if log_path.exists() else []
+    output = docker.log_lines(container_id)
+    if output[: len(seen)] != seen:
+        return  # the log is not a prefix of the output (edited, or lines lost): leave it as it is
+    missing = output[len(seen):]
+    if not missing:
+        return
+    tracker = MetricTracker()
+    for line in seen:  # the step counter continues where the runner left off
+        tracker.feed(line)
+    points = [p for line in missing for p in tracker.feed(line)]
+    with log_path.open("a", encoding="utf-8") as log:
+        log.writelines(line + "\n" for line in missing)
+    if points:
+        store.add_metrics(run_id, points)
 
 
 def _docker_for(settings: Any) -> Any:

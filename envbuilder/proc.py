@@ -76,7 +76,7 @@ def run_command(
             _kill_group(proc)
             out, err = proc.communicate()
             return CommandResult(argv, None, out or "", err or "", time.monotonic() - started, timed_out=True)
-        except KeyboardInterrupt:
+        except BaseException:
             _kill_group(proc)
             raise
         return CommandResult(argv, proc.returncode, out or "", err or "", time.monotonic() - started)
@@ -102,7 +102,7 @@ def run_command(
             kept.append(line)
             on_line(line)
         proc.wait()
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or on_line failed (a closed pipe, a full disk): never leave the child running
         _kill_group(proc)
         raise
     finally:

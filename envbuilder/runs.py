@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.metrics import MetricPoint
@@ -357,32 +357,56 @@ class RunStore:
 
     # --- reconciliation -------------------------------------------------------------------------------
 
-    def reconcile(self, container_state: Callable[[str], str | None]) -> list[str]:
-        """Fail `running` runs nobody is running any more; returns the ids changed.
+    def reconcile(self, container_state: Callable[[str], Mapping[str, Any] | str | None]) -> list[str]:
+        """Settle `running` runs that nobody is watching any more; returns the ids changed.
 
-        A run with a container is over when `container_state(container_id)` says it is gone (None) or
-        ended (exited, dead, removing). A run that never got a container is over when the process that started it
+        A run whose runner process is alive on this host is left to it: it records the end itself (it may be
+        verifying exports after its container is gone). Otherwise a run with a container is over when
+        `container_state(container_id)` says the container is gone (None) or ended (exited, dead, removing):
+        given the engine's State (a mapping with ExitCode), the run is `completed` or `failed` by its exit code,
+        else `failed` as vanished. A run that never got a container is over when the process that started it
         (on this host) is gone: it crashed before the container started.
         """
         changed: list[str] = []
         host = socket.gethostname()
         for record in self.list_runs(limit=None, status=RUNNING):
+            runner_alive = record.owner_host == host and record.owner_pid is not None and _process_alive(record.owner_pid)
+            if runner_alive:
+                continue
+            exit_code = None
+            status: RunStatus = "failed"
             if record.container_id:
                 state = container_state(record.container_id)
-                if state is not None and state.lower() not in ENDED_CONTAINER_STATES:
+                phase, exit_code = _container_phase(state)
+                if phase is not None and phase not in ENDED_CONTAINER_STATES:
                     continue
-                error = VANISHED
+                if phase is None or exit_code is None:
+                    error = VANISHED
+                elif exit_code == 0:
+                    status, error = "completed", None
+                else:
+                    error = f"exited with {exit_code} while no envbuilder process was watching"
             else:
-                if record.owner_host != host or record.owner_pid is None or _process_alive(record.owner_pid):
+                if record.owner_host != host or record.owner_pid is None:
                     continue
                 error = "the envbuilder process that started this run exited before its container started"
             with self._write() as conn:
                 cursor = conn.execute(
-                    "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
-                    (error, time.time(), record.id))
+                    "UPDATE runs SET status = ?, exit_code = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                    (status, exit_code, error, time.time(), record.id))
             if cursor.rowcount:
                 changed.append(record.id)
         return changed
+
+
+def _container_phase(state: Mapping[str, Any] | str | None) -> tuple[str | None, int | None]:
+    """(status in lower case, exit code) from the engine's State mapping, or a bare status string."""
+    if state is None:
+        return None, None
+    if isinstance(state, str):
+        return state.lower(), None
+    code = state.get("ExitCode")
+    return str(state.get("Status") or "unknown").lower(), None if code is None else int(code)
 
 
 def _process_alive(pid: int) -> bool:

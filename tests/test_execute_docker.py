@@ -210,10 +210,17 @@ def test_killed_run_is_reconciled_to_failed(image, project, settings, docker_cli
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
         assert reconcile_runs(store, settings, docker_client) == []  # the container still runs: not ours to judge
+        logged_by_runner = len(Path(record.log_path).read_text().splitlines())
+        time.sleep(1.0)  # the job goes on printing steps that no runner sees
         docker_client.client.api.kill(record.container_id)
         assert reconcile_runs(store, settings, docker_client) == [record.id]
         reconciled = store.get(record.id)
-        assert reconciled.status == "failed" and "vanished" in reconciled.error
+        assert (reconciled.status, reconciled.exit_code) == ("failed", 137)
+        assert "no envbuilder process was watching" in reconciled.error
+        log = Path(record.log_path).read_text().splitlines()
+        assert len(log) > logged_by_runner and log[-1].startswith("step=")  # the unwatched steps were salvaged
+        assert store.metric_series(record.id)["loss"][-1][0] == int(log[-1].split()[0].split("=")[1])
+        assert containers_of(docker_client, record.id) == []  # and the container is gone
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -327,3 +334,26 @@ def test_no_line_is_lost_even_when_the_log_follow_drops_some(image, project, set
     assert len(lines) == 3001 and lines[-1] == "done: val_loss=0.125"
     series = store.metric_series(result.run_id)
     assert series["val_loss"][-1][1] == 0.125 and len(series["loss"]) == 3000
+
+
+def test_sigterm_to_envbuilder_stops_the_job_and_records_it(image, project, settings, docker_client, store):
+    """CI cancelling a job, `timeout`, systemd: SIGTERM to envbuilder itself takes Ctrl-C's clean path."""
+    runner = subprocess.Popen([sys.executable, "-m", "envbuilder", "--data-dir", str(settings.data_dir), "run", str(project),
+                               "--image", image, "--gpus", "none", "--artifacts", str(project / "artifacts"),
+                               "--", "python", "slow.py"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        record = _wait_for_container(store)
+        deadline = time.monotonic() + 30
+        while "step=" not in Path(record.log_path).read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the job has installed its SIGTERM handler once it prints steps
+        runner.send_signal(signal.SIGTERM)
+        _, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    final = store.get(record.id)
+    assert final.status == "stopped" and final.exit_code == 143  # the job finished its step on SIGTERM
+    assert "SIGTERM: finished the step" in Path(final.log_path).read_text()
+    assert containers_of(docker_client, record.id) == []

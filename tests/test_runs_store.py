@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import sqlite3
+import subprocess
 import threading
 
 import pytest
@@ -94,6 +95,7 @@ def test_reconcile_fails_runs_whose_container_is_gone(store):
     for record, container in ((gone, "c-gone"), (exited, "c-exited"), (alive, "c-alive"), (odd, "c-odd"), (done, "c-done")):
         store.set_container(record.id, container)
     store.finish_run(done.id, "completed", 0)
+    _orphan(store, gone.id, exited.id, alive.id, odd.id)  # their runner died; `mine` keeps this live process
     states = {"c-exited": "exited", "c-alive": "running", "c-done": None, "c-odd": "unknown"}
     asked: list[str] = []
 
@@ -109,6 +111,37 @@ def test_reconcile_fails_runs_whose_container_is_gone(store):
         assert record.status == "failed" and record.error == VANISHED and record.finished_at is not None
     assert all(store.get(r.id).status == "running" for r in (alive, odd, mine))
     assert store.reconcile(state) == []
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _orphan(store, *run_ids):
+    """Make runs look as if the process that started them has died (a crash, a kill -9)."""
+    with sqlite3.connect(store.path) as conn:
+        conn.executemany("UPDATE runs SET owner_pid = ? WHERE id = ?", [(_dead_pid(), run_id) for run_id in run_ids])
+
+
+def test_a_run_whose_runner_is_alive_is_left_to_it(store):
+    record = store.start_run("a", ["x"])
+    store.set_container(record.id, "c-gone")  # its container is gone, but its runner (this process) is alive
+    assert store.reconcile(lambda _container: None) == []
+    assert store.get(record.id).status == "running"
+
+
+def test_reconcile_records_the_exit_code_of_a_container_that_ended_unwatched(store):
+    ok, bad = store.start_run("a", ["x"]), store.start_run("a", ["x"])
+    store.set_container(ok.id, "c-ok")
+    store.set_container(bad.id, "c-bad")
+    _orphan(store, ok.id, bad.id)
+    states = {"c-ok": {"Status": "exited", "ExitCode": 0}, "c-bad": {"Status": "exited", "ExitCode": 2}}
+    assert sorted(store.reconcile(states.get)) == sorted([ok.id, bad.id])
+    assert (store.get(ok.id).status, store.get(ok.id).exit_code) == ("completed", 0)
+    failed = store.get(bad.id)
+    assert (failed.status, failed.exit_code) == ("failed", 2) and "no envbuilder process was watching" in failed.error
 
 
 def _thread_writer(store, index, ids, errors):

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every failure into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
+    restore = _terminate_like_ctrl_c()
     try:
         # With standalone_mode=False click returns ctx.exit(N)'s code instead of exiting.
         rv = cli.main(args=args, prog_name="envbuilder", standalone_mode=False)
@@ -98,6 +99,33 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"envbuilder: internal error: {type(exc).__name__}: {exc} (rerun with -v for details)", err=True)
         return EXIT_ERROR
+    finally:
+        restore()
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM and SIGHUP (CI cancelling, `timeout`, systemd, a closed terminal) take Ctrl-C's path, so a
+    build or run being stopped cleans up and records why. Returns a function that puts the old handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers belong to the main thread (an embedding app may call main elsewhere)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, interrupt)
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore
 
 
 if __name__ == "__main__":  # pragma: no cover
