@@ -721,7 +721,7 @@ def _make_plan(best: _Candidate, status: PlanStatus, notes: list[str], view: _Pr
         ort_name, ort_choice, why = _pick_onnxruntime(matrix, sw, py, build, target)
         if ort_choice:
             companions[ort_name] = PackageChoice(name=ort_name, version=ort_choice.version)
-            reasons.append(why)
+            (warnings if target.gpu == "nvidia" and ort_name == "onnxruntime" else reasons).append(why)
         else:
             warnings.append(f"no {sw.onnxruntime[0]} release in the matrix fits Python {py}; left to the installer")
     if best.fit.mode == "minor":
@@ -761,9 +761,11 @@ def _pick_onnxruntime(matrix: Matrix, sw: _Software, py: str, build: TorchBuild,
         if gpu:
             return "onnxruntime-gpu", gpu[0], (f"onnxruntime-gpu {gpu[0].version}: its CUDA {major} build matches torch's CUDA {cuda}"
                                                + (f" (the project asked for {asked})" if asked != "onnxruntime-gpu" else ""))
-        if asked == "onnxruntime-gpu":
-            return "onnxruntime", choices[0] if choices else None, (
-                f"onnxruntime {choices[0].version if choices else '?'}: no onnxruntime-gpu release pairs with CUDA {major} on {platform}; CPU runtime instead")
+        if choices:
+            # Said as a warning: the user expects ONNX on the GPU, and this plan cannot give it.
+            return "onnxruntime", choices[0], (
+                f"onnxruntime {choices[0].version}: no onnxruntime-gpu release for Python {py} pairs with torch's "
+                f"CUDA {major} on {platform}, so ONNX models run on the CPU runtime")
     if choices:
         why = f"onnxruntime {choices[0].version}: the newest release for Python {py}"
         if asked == "onnxruntime-gpu":
@@ -781,7 +783,15 @@ def _why_torch(rel: TorchRelease, build: TorchBuild, sw: _Software, target: Targ
         toolkit = matrix.cuda_toolkit(cuda or "")
         floor = toolkit and (toolkit.min_driver_windows if target.os == "windows" else toolkit.min_driver_linux)
         text += f"; CUDA {cuda} is the highest its builds offer that"
-        text += f" driver {target.cuda_driver} runs (needs >= {floor})" if target.cuda_driver else " the target allows"
+        if not target.cuda_driver:
+            text += " the target allows"
+        elif fit.mode == "minor":
+            minor = matrix.minor_compat(int((cuda or "0").split(".")[0]))
+            minor_floor = minor and (minor.min_driver_windows if target.os == "windows" else minor.min_driver_linux)
+            text += (f" driver {target.cuda_driver} runs through minor-version compatibility (needs >= {minor_floor}; "
+                     f">= {floor} for full support)")
+        else:
+            text += f" driver {target.cuda_driver} runs (needs >= {floor})"
         if target.compute_capabilities:
             text += f", with kernels for sm_{'/'.join(c.replace('.', '') for c in target.compute_capabilities)}"
     elif kind == "rocm":

@@ -338,3 +338,18 @@ def test_an_exact_torch_pin_is_kept_or_the_violation_is_named(version, cc):
         assert plan.status == "potential-incompatibility"
         assert any(f"torch=={version}" in w for w in plan.warnings)
         assert has_sass(build_of(plan), cc)
+
+
+def test_minor_compat_reason_names_the_floor_it_relies_on():
+    plan = resolve(project("torch"), nvidia("470.82.01", "8.6"), MATRIX)
+    torch_reason = next(r for r in plan.reasons if r.startswith("torch "))
+    assert "through minor-version compatibility" in torch_reason
+    assert MATRIX.minor_compat(11).min_driver_linux in torch_reason
+
+
+def test_an_nvidia_target_that_cannot_get_onnxruntime_gpu_is_warned():
+    plan = resolve(project("torch", "onnxruntime"), nvidia("470.82.01", "8.6"), MATRIX)
+    if "onnxruntime" in plan.companions:
+        assert any("CPU runtime" in w for w in plan.warnings)
+    else:
+        assert "onnxruntime-gpu" in plan.companions
