@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from envbuilder.redact import redact_url
 from envbuilder.errors import ProjectError
 from envbuilder.proc import CommandResult, run_command
 from envbuilder.project import ProjectSource, ProjectSpec, inspect_project
@@ -109,7 +110,7 @@ def check_git_ref(ref: str) -> str:
 
 def redact(url: str) -> str:
     """The URL with any password or token replaced, for messages and records."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]*?):[^/@]*@", r"\1\2:***@", url)
+    return redact_url(url)
 
 
 def repo_dir(url: str, settings) -> Path:
@@ -149,7 +150,8 @@ def fetch_project(url: str, ref: str | None, settings, *, update: bool = True) -
                            f"available refs: {shown}" if known else "the repository has no branches or tags",
                            context={"url": redact(url), "ref": ref, "available": known[:50]})
     checkout = _export(git_dir, commit, settings.git_cache / "checkouts" / _url_key(url)[:16] / commit)
-    return ProjectSource(path=str(checkout), git_url=url, ref=ref, commit=commit)
+    # The record (and so plans, image labels, run records) never keeps a token from the URL.
+    return ProjectSource(path=str(checkout), git_url=redact(url), ref=ref, commit=commit)
 
 
 def inspect_source(path_or_url: str, ref: str | None, settings) -> ProjectSpec:

@@ -222,5 +222,6 @@ def test_safe_refs_pass(ref):
 
 
 def test_redact_hides_tokens():
-    assert redact("https://user:s3cret@example.org/r.git") == "https://user:***@example.org/r.git"
+    assert redact("https://user:s3cret@example.org/r.git") == "https://***@example.org/r.git"
+    assert redact("https://ghp_token@example.org/r.git") == "https://***@example.org/r.git"  # a token alone
     assert redact("https://example.org/r.git") == "https://example.org/r.git"

@@ -99,3 +99,24 @@ def test_lock_then_build_installs_exactly_the_locked_versions(build_env, cli, tm
     (lock.parent / "stale.txt").write_text(lock.read_text().replace("torch==2.13.0+cpu", "torch==2.12.1+cpu"))
     stale = cli("build", str(project), *common, "--base-image", build_env.base_image, "--lock", str(lock.parent / "stale.txt"))
     assert stale.exit_code != 0 and "lock-stale" in stale.stderr and "Traceback" not in stale.stderr
+
+
+@pytest.mark.parametrize("options", [
+    RenderOptions(index_url="https://alice:s3cr3t@pypi.example.com/simple"),
+    RenderOptions(torch_index_url="https://token@mirror.example.com/torch/cpu"),
+    RenderOptions(extra_index_urls=("https://u:p@extra.example.com/simple",)),
+])
+def test_urls_with_credentials_never_reach_a_dockerfile_or_a_lock(options):
+    for render in (lambda: render_dockerfile(PLAN, options), lambda: render_lock(PLAN, options, LOCK)):
+        with pytest.raises(EnvbuilderError) as info:
+            render()
+        assert info.value.code == "credentials-in-url"
+        assert "s3cr3t" not in str(info.value) and "token@" not in str(info.value) and "u:p@" not in str(info.value)
+
+
+def test_a_git_url_token_is_redacted_in_every_record():
+    from envbuilder.redact import redact_url
+
+    assert redact_url("https://alice:ghp_SECRET@github.com/org/repo") == "https://***@github.com/org/repo"
+    assert redact_url("https://ghp_TOKEN@github.com/org/repo") == "https://***@github.com/org/repo"
+    assert redact_url("git@github.com:org/repo.git") == "git@github.com:org/repo.git"

@@ -27,7 +27,7 @@ from envbuilder.render import (
     NETRC_SECRET_ID,
     RenderOptions,
 )
-from envbuilder.render.network import InstallStep, LockedPackage, install_steps
+from envbuilder.render.network import InstallStep, LockedPackage, install_steps, refuse_credentials
 from envbuilder.render.quoting import docker_string, docker_word, dockerfile_safe, one_line
 
 # Stage names a builder may pass to --target; present in every rendered Dockerfile, in this order.
@@ -63,6 +63,7 @@ def render_dockerfile(plan: Plan, options: RenderOptions, locked: tuple[LockedPa
             "`envbuilder render PATH --format powershell` (Windows) or `--format bash` (macOS)",
             context={"os": plan.target.os},
         )
+    refuse_credentials(plan, options, "the image history")
     stages = (
         _base_stage(plan, options),
         _system_stage(plan, options),

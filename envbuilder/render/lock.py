@@ -19,7 +19,7 @@ from typing import Literal
 from envbuilder.errors import EnvbuilderError
 from envbuilder.plan import Plan, plan_digest
 from envbuilder.render import RenderOptions
-from envbuilder.render.network import LockedPackage, default_index_url, install_steps, torch_index_url
+from envbuilder.render.network import LockedPackage, default_index_url, install_steps, refuse_credentials, torch_index_url
 from envbuilder.render.quoting import one_line, toml_string
 
 LOCK_VERSION = 1
@@ -30,6 +30,7 @@ def render_lock(plan: Plan, options: RenderOptions, resolved: Sequence[LockedPac
                 *, format: LockFormat = "toml") -> str:
     """The lock text. Without `resolved`, it records the plan's own pins (torch and companions) and the
     project's requirements unresolved, and says so (`resolved = false`)."""
+    refuse_credentials(plan, options, "a lock file")
     packages = tuple(sorted(resolved, key=lambda p: _normalize(p.name))) if resolved is not None else _plan_pins(plan, options)
     if format == "requirements":
         return _render_requirements(plan, options, packages, resolved is not None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from envbuilder.errors import EnvbuilderError
+from envbuilder.errors import EXIT_USAGE, EnvbuilderError
+from envbuilder.redact import redact_url, url_has_credentials
 from envbuilder.plan import Plan
 from envbuilder.render import CA_SECRET_ID, RenderOptions
 from envbuilder.values import Value
@@ -127,6 +128,18 @@ def _locked_steps(plan: Plan, options: RenderOptions, locked: tuple[LockedPackag
 
 def _normal(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+def refuse_credentials(plan: Plan, options: RenderOptions, where: str) -> None:
+    """A Dockerfile or lock keeps every URL it names (image history, a committed file): refuse user:password@."""
+    urls = [options.index_url, *options.extra_index_urls, options.torch_index_url, *options.find_links,
+            plan.torch.index_url, *(d.url for d in plan.indexes), *(c.index_url for c in plan.companions.values())]
+    for url in urls:
+        if url and url_has_credentials(url):
+            raise EnvbuilderError(
+                "credentials-in-url", f"{redact_url(url)} carries credentials, which {where} would keep",
+                "put them in a .netrc file and pass --netrc FILE (a BuildKit secret), then use the URL without user:password@",
+                exit_code=EXIT_USAGE)
 
 
 def _in_torch_step(plan: Plan, name: str) -> bool:
