@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import json
 import textwrap
 import threading
 import time
@@ -357,3 +358,25 @@ def test_sigterm_to_envbuilder_stops_the_job_and_records_it(image, project, sett
     assert final.status == "stopped" and final.exit_code == 143  # the job finished its step on SIGTERM
     assert "SIGTERM: finished the step" in Path(final.log_path).read_text()
     assert containers_of(docker_client, record.id) == []
+
+
+def test_run_and_pipeline_take_a_git_url_and_ref(image, cli, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "fromgit"
+        version = "0"
+        [tool.envbuilder.jobs.hello]
+        command = "python -c 'print(\\"loss=0.5 from git\\")'"
+        gpus = "none"
+    """))
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    for argv in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"], ["tag", "v1"]):
+        subprocess.run([*git, *argv], check=True)
+    result = cli("run", f"file://{repo}", "hello", "--ref", "v1", "--image", image, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "completed"
+    piped = cli("pipeline", f"file://{repo}", "--ref", "v1", "--image", image, "--json")
+    assert piped.exit_code == 0, piped.stderr
+    assert [r["status"] for r in json.loads(piped.stdout)["runs"]] == ["completed"]

@@ -48,11 +48,12 @@ def _run_options(f):
 @deferred_target_options
 @deferred_network_options
 @_run_options
+@click.option("--ref", help="Branch, tag or commit when PATH is a git URL.")
 @click.option("--resume", metavar="CHECKPOINT", help="Resume from CHECKPOINT (through the job's resume-arg).")
 @click.option("--rw", is_flag=True, help="Mount the project read-write (default: read-only).")
 @click.pass_context
 def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, network, network_mode, image, mounts,
-        artifacts, env, gpus, as_json, resume, rw) -> None:
+        artifacts, env, gpus, as_json, ref, resume, rw) -> None:
     """Run JOB from PATH's config, or `-- CMD ...`, inside the project's image.
 
     The image is built first when needed (cached when nothing changed). The project is mounted read-only at
@@ -62,7 +63,6 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     from envbuilder.execute import parse_env_args, parse_mount_arg, run_job
 
     after = ctx.meta.get("envbuilder.after_dashdash")
-    project_dir = Path(path)
     job_name, args, command = None, list(job_and_args[1:]), None
     if job_and_args:
         job_name = job_and_args[0]
@@ -72,6 +72,7 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     else:
         raise click.UsageError("name a JOB from the project's config, or pass -- CMD ...")
     settings = settings_of(ctx)
+    project_dir, commit = _project_folder(settings, path, ref)
     job = None
     if job_name:
         from envbuilder.config import load_config
@@ -80,7 +81,7 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     extra_mounts = [parse_mount_arg(m) for m in mounts]
     env_vars = parse_env_args(env)
 
-    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, target, network, as_json)
+    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, commit, image, target, network, as_json)
     out = _job_output(as_json)
     result = run_job(
         image=image_ref, project_dir=project_dir, job=job, command=command, args=args, job_name=job_name,
@@ -100,13 +101,14 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
 @deferred_target_options
 @deferred_network_options
 @click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build).")
+@click.option("--ref", help="Branch, tag or commit when PATH is a git URL.")
 @click.option("--skip", "skip", multiple=True, metavar="JOB", help="Leave JOB out (repeatable).")
 @click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Resume the first job that has a resume-arg (training) from FILE.")
 @click.option("--gpus", metavar="auto|all|none|N", help="GPUs for every job. Default: each job's (auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the jobs' output goes to stderr).")
 @click.pass_context
-def pipeline(ctx: click.Context, path: str, target, network, network_mode, image, skip, from_checkpoint, gpus,
+def pipeline(ctx: click.Context, path: str, target, network, network_mode, image, ref, skip, from_checkpoint, gpus,
              as_json) -> None:
     """Run PATH's pipeline (e.g. train, then export) in one image, stopping at the first failure.
 
@@ -116,17 +118,18 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
     from envbuilder.execute import run_pipeline
 
     settings = settings_of(ctx)
-    config = load_config(Path(path))
+    project_dir, commit = _project_folder(settings, path, ref)
+    config = load_config(project_dir)
     if not config.jobs:
         raise click.UsageError(f"{path} declares no jobs: add [tool.envbuilder.jobs.NAME] with a command")
-    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, image, target, network, as_json)
+    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, commit, image, target, network, as_json)
     out = _job_output(as_json)
 
     def announce(name: str) -> None:
         click.secho(f"── {name} in {image_ref}", bold=True, err=True)
 
     result = run_pipeline(
-        image=image_ref, project_dir=Path(path), config=config, settings=settings, docker=docker,
+        image=image_ref, project_dir=project_dir, config=config, settings=settings, docker=docker,
         store=_store(settings), skip=skip, from_checkpoint=from_checkpoint, gpus=gpus, plan=plan, plan_hash=plan_hash,
         project_name=project_name, network=_docker_network(network_mode), on_line=out, on_job=announce,
     )
@@ -141,7 +144,22 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
-def _image_for(ctx, source, image, target, network, quiet):
+def _project_folder(settings, path: str, ref: str | None) -> tuple[Path, str | None]:
+    """(the folder the project is read from and mounted, the commit when it came from git)."""
+    from envbuilder.gitsource import fetch_project, looks_like_git_url
+
+    if ref is None and not looks_like_git_url(path):
+        folder = Path(path)
+        if not folder.is_dir():
+            from envbuilder.errors import ProjectError
+
+            raise ProjectError("project-not-found", f"no such folder: {path}", "pass the project folder or a git URL")
+        return folder, None
+    source = fetch_project(path, ref, settings)
+    return Path(source.path), source.commit
+
+
+def _image_for(ctx, source, ref, image, target, network, quiet):
     """(docker, image, plan, plan_hash, project name): the given --image, else the plan's image, built if needed.
 
     target and network are the deferred option values: built here, only when there is a plan to make."""
@@ -169,7 +187,7 @@ def _image_for(ctx, source, image, target, network, quiet):
         from envbuilder.base import base_python
 
         request = request.model_copy(update={"python": base_python(docker, network.base_image)})
-    spec, plan = plan_project(source, flags=flags, request=request, settings=settings,
+    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
                               torch_index=network.torch_index_url)
     verbose = bool(ctx.find_root().obj.get("verbose"))
 
