@@ -146,15 +146,14 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 
 def _project_folder(settings, path: str, ref: str | None) -> tuple[Path, str | None]:
     """(the folder the project is read from and mounted, the commit when it came from git)."""
+    if ref is None and Path(path).is_dir():
+        return Path(path), None  # the hot path: no git, and no pydantic models to import
     from envbuilder.gitsource import fetch_project, looks_like_git_url
 
     if ref is None and not looks_like_git_url(path):
-        folder = Path(path)
-        if not folder.is_dir():
-            from envbuilder.errors import ProjectError
+        from envbuilder.errors import ProjectError
 
-            raise ProjectError("project-not-found", f"no such folder: {path}", "pass the project folder or a git URL")
-        return folder, None
+        raise ProjectError("project-not-found", f"no such folder: {path}", "pass the project folder or a git URL")
     source = fetch_project(path, ref, settings)
     return Path(source.path), source.commit
 
