@@ -159,27 +159,30 @@ def demux_frames(buffer: bytearray) -> bytes:
     """The payloads of the complete frames at the start of a non-TTY attach/logs stream, removed from buffer.
 
     stdout and stderr frames are joined in arrival order, as the SDK's log stream yields them."""
-    payloads: list[bytes] = []
+    return b"".join(payload for _, payload in demux_stream_frames(buffer))
+
+
+def demux_stream_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """(stream, payload) of the complete frames at the start of buffer, removed from it (1 stdout, 2 stderr)."""
+    frames: list[tuple[int, bytes]] = []
     offset = 0
     while len(buffer) - offset >= _FRAME_HEADER:
         size = int.from_bytes(buffer[offset + 4 : offset + _FRAME_HEADER], "big")
         if len(buffer) - offset - _FRAME_HEADER < size:
             break
-        payloads.append(bytes(buffer[offset + _FRAME_HEADER : offset + _FRAME_HEADER + size]))
+        frames.append((buffer[offset], bytes(buffer[offset + _FRAME_HEADER : offset + _FRAME_HEADER + size])))
         offset += _FRAME_HEADER + size
     del buffer[:offset]
-    return b"".join(payloads)
+    return frames
 
 
-def _demuxed(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def _demuxed(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     buffer = bytearray()
     for chunk in chunks:
         buffer += chunk
-        payload = demux_frames(buffer)
-        if payload:
-            yield payload
+        yield from demux_stream_frames(buffer)
     if len(buffer) > _FRAME_HEADER:  # a frame cut short by the engine: what arrived of it
-        yield bytes(buffer[_FRAME_HEADER:])
+        yield buffer[0], bytes(buffer[_FRAME_HEADER:])
 
 
 @functools.cache
@@ -339,15 +342,17 @@ def _error_message(status: int, data: bytes) -> str:
     return str(message or text or f"HTTP {status}")
 
 
-def _split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
+def _split_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
+    """Lines from (stream, bytes) pieces, each stream split on its own: a partial stdout line is never glued
+    to a stderr line that arrived in between."""
+    pending: dict[int, bytes] = {}
+    for stream, chunk in frames:
+        *lines, pending[stream] = (pending.get(stream, b"") + chunk).split(b"\n")
         for line in lines:
             yield line.decode("utf-8", "replace").rstrip("\r")
-    if pending:
-        yield pending.decode("utf-8", "replace").rstrip("\r")
+    for stream in sorted(pending):
+        if pending[stream]:
+            yield pending[stream].decode("utf-8", "replace").rstrip("\r")
 
 
 def _quote(part: str) -> str:
@@ -608,14 +613,17 @@ class Docker:
         """Everything the container has written so far, split into lines exactly as stream_logs splits them."""
         return list(_split_lines(self._log_chunks(container_id, follow=False)))
 
-    def _log_chunks(self, container_id: str, *, follow: bool) -> Iterator[bytes]:
+    def _log_chunks(self, container_id: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
         what = "reading logs"
         if self.engine is not None:
             return _demuxed(self.engine.stream("GET", f"/containers/{_quote(container_id)}/logs", what=what,
                                                query={"follow": int(follow), "stdout": 1, "stderr": 1}))
+        # The SDK joins stdout and stderr: one stream.
         if follow:
-            return self._call(what, lambda: self.client.api.logs(container_id, stream=True, follow=True))
-        return iter([self._call(what, lambda: self.client.api.logs(container_id, stream=False, follow=False))])
+            chunks = self._call(what, lambda: self.client.api.logs(container_id, stream=True, follow=True))
+        else:
+            chunks = [self._call(what, lambda: self.client.api.logs(container_id, stream=False, follow=False))]
+        return ((0, chunk) for chunk in chunks)
 
     def wait(self, container_id: str) -> int:
         """Block until the container exits; its exit code."""

@@ -207,7 +207,8 @@ def test_fake_engine_logs_chunked_and_multiplexed(fake_engine):
     docker = Docker(transport="socket")
     lines: list[str] = []
     docker.stream_logs("c1", lines.append)
-    assert lines == ["epoch 1 loss=0.5", "half warning", "a line", "\ufffdend"]
+    # Each stream is split on its own: stdout's "half " waits for its own newline, stderr's line is whole.
+    assert lines == ["epoch 1 loss=0.5", "warning", "half a line", "\ufffdend"]
     assert docker.container_state("c1") == {"Status": "exited", "ExitCode": 0}  # the stream's connection is reused
     assert "follow=1" in fake_engine.seen[1][1] and "stderr=1" in fake_engine.seen[1][1]
 
@@ -418,3 +419,20 @@ def test_both_transports_see_one_engine(image):
         sdk.remove_container(container)
     assert socket_client.container_state(container) is None
 
+
+
+def test_lines_are_split_per_stream_so_a_partial_stdout_line_is_not_glued_to_stderr():
+    from envbuilder.docker import _split_lines
+
+    frames = [(1, b"epoch 1 loss="), (2, b"warning: slow\n"), (1, b"0.5\nlast"), (2, b"tail")]
+    assert list(_split_lines(frames)) == ["warning: slow", "epoch 1 loss=0.5", "last", "tail"]
+
+
+@pytest.mark.docker
+def test_a_real_container_keeps_stdout_and_stderr_lines_whole(image):
+    from envbuilder.docker import Docker
+
+    script = ("import sys, time\nsys.stdout.write('loss='); sys.stdout.flush(); time.sleep(0.2)\n"
+              "sys.stderr.write('warning\\n'); sys.stderr.flush(); time.sleep(0.2)\nprint('0.25')")
+    code, lines = Docker(transport="socket").run_once(image, ["python3", "-c", script])
+    assert code == 0 and sorted(lines) == ["loss=0.25", "warning"]
