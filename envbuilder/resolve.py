@@ -28,15 +28,15 @@ from packaging.version import Version
 
 from envbuilder.errors import EXIT_CONFLICT, EXIT_USAGE, EnvbuilderError, ResolveConflict
 from envbuilder.host import HostInfo
-from envbuilder.matrix import Matrix, TorchBuild, TorchRelease, flavor_cuda, flavor_kind, flavor_rocm
+from envbuilder.matrix import (ComputeCapability, CudaMinorCompat, CudaToolkit, Matrix, TorchBuild, TorchRelease,
+                               flavor_cuda, flavor_kind, flavor_rocm)
 from envbuilder.plan import PackageChoice, Plan, PlanStatus, ResolveRequest, Target, TargetFlags, TorchChoice
 from envbuilder.project import IndexDecl, ProjectSpec, target_environment
-from envbuilder.wheelindex import IndexSnapshot, platform_matches
+from envbuilder.wheelindex import IndexSnapshot, parse_wheel_filename, platform_matches
 
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 ONNXRUNTIME = ("onnxruntime", "onnxruntime-gpu")
 _PYTORCH_INDEX_RE = re.compile(r"download\.pytorch\.org/whl/(?:nightly/|test/)?(?P<flavor>cpu|cu\d{3}|rocm\d+\.\d+(?:\.\d+)?)/?")
-_WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-(?P<py>cp\d+)-[^-]+-(?P<plat>[^-]+)\.whl$")
 _DRIVER_RE = re.compile(r"^\d+(\.\d+){0,3}$")
 _GFX_RE = re.compile(r"^gfx[0-9a-f]{3,4}$")
 _CC_RE = re.compile(r"^\d{1,2}\.\d$")
@@ -220,14 +220,11 @@ def _specifier(text: str, what: str) -> SpecifierSet:
 def _torch_requirement(req: Requirement) -> tuple[SpecifierSet, str | None, str | None]:
     """A torch requirement as (specifier on the public version, pinned flavour, pinned Python)."""
     if req.url:
-        filename = unquote(urlparse(req.url).path.rsplit("/", 1)[-1])
-        m = _WHEEL_RE.match(filename)
-        if not m:
+        wheel = parse_wheel_filename(unquote(urlparse(req.url).path.rsplit("/", 1)[-1]))
+        if wheel is None or len(wheel.pythons) != 1:
             raise EnvbuilderError("project-invalid-requirement", f"torch @ {req.url} is not a wheel URL envbuilder can read",
                                   "point torch at a .whl file, or use a version specifier and an index")
-        public, _, local = m["version"].partition("+")
-        digits = m["py"][2:]
-        return SpecifierSet(f"=={public}"), local or "default", f"{digits[0]}.{digits[1:]}"
+        return SpecifierSet(f"=={wheel.public}"), wheel.local or "default", wheel.pythons[0]
     spec = SpecifierSet()
     flavor = None
     for item in req.specifier:
@@ -292,10 +289,10 @@ def _hardware_fit(build: TorchBuild, target: Target, matrix: Matrix, compat: str
         if too_old:
             return _Fit(False, why_not=too_old)
         toolkit = matrix.cuda_toolkit(cuda)
-        floor = (toolkit.min_driver_windows if target.os == "windows" else toolkit.min_driver_linux) if toolkit else None
+        floor = _os_floor(toolkit, target)
         if floor and not _version_ge(target.cuda_driver, floor):
             minor = matrix.minor_compat(int(cuda.split(".")[0]))
-            minor_floor = (minor.min_driver_windows if target.os == "windows" else minor.min_driver_linux) if minor else None
+            minor_floor = _os_floor(minor, target)
             if compat == "minor" and minor_floor and _version_ge(target.cuda_driver, minor_floor):
                 mode = "minor"
             else:
@@ -311,10 +308,17 @@ def _hardware_fit(build: TorchBuild, target: Target, matrix: Matrix, compat: str
     return _Fit(True, mode, tuple(warnings))
 
 
+def _os_floor(row: CudaToolkit | CudaMinorCompat | ComputeCapability | None, target: Target) -> str | None:
+    """A driver floor from a matrix row, for the target's OS (Windows drivers are numbered apart)."""
+    if row is None:
+        return None
+    return row.min_driver_windows if target.os == "windows" else row.min_driver_linux
+
+
 def _driver_below_gpu_floor(target: Target, matrix: Matrix) -> str:
     for cc in target.compute_capabilities:
         generation = matrix.compute_capability(cc)
-        floor = generation and (generation.min_driver_windows if target.os == "windows" else generation.min_driver_linux)
+        floor = _os_floor(generation, target)
         if floor and target.cuda_driver and not _version_ge(target.cuda_driver, floor):
             return f"driver {target.cuda_driver} is older than {generation.architecture} GPUs (sm_{cc.replace('.', '')}) need (>= {floor})"
     return ""
@@ -578,10 +582,10 @@ def _upgrade_hint(view, soft, platform_builds, target: Target, matrix: Matrix) -
 def _driver_floor(build: TorchBuild, target: Target, matrix: Matrix) -> str | None:
     """The oldest driver that runs this build on every target GPU: the toolkit's floor or the GPU generation's."""
     toolkit = matrix.cuda_toolkit(flavor_cuda(build.flavor) or "")
-    floor = toolkit and (toolkit.min_driver_windows if target.os == "windows" else toolkit.min_driver_linux)
+    floor = _os_floor(toolkit, target)
     for cc in target.compute_capabilities:
         generation = matrix.compute_capability(cc)
-        gpu_floor = generation and (generation.min_driver_windows if target.os == "windows" else generation.min_driver_linux)
+        gpu_floor = _os_floor(generation, target)
         if floor and gpu_floor and _dotted(gpu_floor) > _dotted(floor):
             floor = gpu_floor
     return floor or None
@@ -781,13 +785,13 @@ def _why_torch(rel: TorchRelease, build: TorchBuild, sw: _Software, target: Targ
     if kind == "cuda":
         cuda = flavor_cuda(build.flavor)
         toolkit = matrix.cuda_toolkit(cuda or "")
-        floor = toolkit and (toolkit.min_driver_windows if target.os == "windows" else toolkit.min_driver_linux)
+        floor = _os_floor(toolkit, target)
         text += f"; CUDA {cuda} is the highest its builds offer that"
         if not target.cuda_driver:
             text += " the target allows"
         elif fit.mode == "minor":
             minor = matrix.minor_compat(int((cuda or "0").split(".")[0]))
-            minor_floor = minor and (minor.min_driver_windows if target.os == "windows" else minor.min_driver_linux)
+            minor_floor = _os_floor(minor, target)
             text += (f" driver {target.cuda_driver} runs through minor-version compatibility (needs >= {minor_floor}; "
                      f">= {floor} for full support)")
         else:
