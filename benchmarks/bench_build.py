@@ -28,13 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from envbuilder.localindex import IndexServer, stable_port  # noqa: E402
+from envbuilder.index.server import IndexServer, stable_port  # noqa: E402
 
 from envbuilder.api import plan_project  # noqa: E402
-from envbuilder.base import bootstrap_base  # noqa: E402
-from envbuilder.build import build_image  # noqa: E402
-from envbuilder.docker import Docker  # noqa: E402
-from envbuilder.plan import ResolveRequest, TargetFlags  # noqa: E402
+from envbuilder.build.base import bootstrap_base  # noqa: E402
+from envbuilder.build.image import build_image  # noqa: E402
+from envbuilder.docker.engine import Docker  # noqa: E402
+from envbuilder.resolve.plan import ResolveRequest, TargetFlags  # noqa: E402
 from envbuilder.render import RenderOptions  # noqa: E402
 from envbuilder.settings import Settings  # noqa: E402
 

@@ -6,10 +6,10 @@ exactly the same path from a project to a Plan. Heavy modules are imported insid
 
 from __future__ import annotations
 
-from envbuilder.host import HostInfo
-from envbuilder.matrix import Matrix, load_matrix
-from envbuilder.plan import Plan, ResolveRequest, Target, TargetFlags
-from envbuilder.project import ProjectSpec
+from envbuilder.host.probes import HostInfo
+from envbuilder.resolve.matrix import Matrix, load_matrix
+from envbuilder.resolve.plan import Plan, ResolveRequest, Target, TargetFlags
+from envbuilder.project.inspect import ProjectSpec
 from envbuilder.settings import Settings
 
 
@@ -20,7 +20,7 @@ def load_settings_matrix(settings: Settings) -> Matrix:
 
 def detect_for(flags: TargetFlags, settings: Settings | None = None) -> HostInfo | None:
     """Detect the host unless the flags declare the whole target (a GPU-less CI resolving for a cloud GPU)."""
-    from envbuilder.host import detect_host
+    from envbuilder.host.probes import detect_host
 
     if flags.gpu is not None and flags.os is not None and flags.arch is not None:
         return None
@@ -28,7 +28,7 @@ def detect_for(flags: TargetFlags, settings: Settings | None = None) -> HostInfo
 
 
 def read_project(source: str, *, ref: str | None = None, settings: Settings) -> ProjectSpec:
-    from envbuilder.gitsource import inspect_source
+    from envbuilder.project.gitsource import inspect_source
 
     return inspect_source(source, ref, settings)
 
@@ -51,7 +51,7 @@ def plan_project(
     pages are read first, so that the plan only picks builds the mirror really serves. When it cannot be read,
     index_required decides between an error (build, run) and a warning in the plan (render, resolve).
     """
-    from envbuilder.resolve import resolve, target_for
+    from envbuilder.resolve.resolver import resolve, target_for
 
     project = read_project(source, ref=ref, settings=settings)
     matrix = matrix or load_settings_matrix(settings)
@@ -62,7 +62,7 @@ def plan_project(
     unread = None
     if torch_index:
         from envbuilder.errors import EnvbuilderError
-        from envbuilder.wheelindex import snapshot_index
+        from envbuilder.index.snapshot import snapshot_index
 
         try:
             available = snapshot_index(torch_index)

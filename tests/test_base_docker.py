@@ -8,7 +8,7 @@ import time
 import pytest
 from support.fixtures import run_in_image
 
-from envbuilder.base import base_python, bootstrap_base
+from envbuilder.build.base import base_python, bootstrap_base
 
 pytestmark = pytest.mark.docker
 

@@ -136,7 +136,7 @@ def test_cuda_image_from_a_loopback_index(build_env, base_image, cli, tmp_path):
     """The CLI end to end for a declared H100 target: the resolver reads the mirror (/opt/pypi-more, which holds
     torch 2.14.1 as PyPI ships it: the CUDA 13.0 build and its nvidia-* wheels) and the image has CUDA 13.0."""
     from support.fixtures import CUDA_INDEX_ROOT
-    from envbuilder.localindex import IndexServer, stable_port
+    from envbuilder.index.server import IndexServer, stable_port
 
     project = copy_project("cudaproj", tmp_path)
     with IndexServer(root=CUDA_INDEX_ROOT, port=stable_port(str(CUDA_INDEX_ROOT))) as index:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuilder.build import (
+from envbuilder.build.image import (
     BuildProgress,
     base_images,
     build_image,
@@ -20,9 +20,9 @@ from envbuilder.build import (
     slug,
     wheelhouse_port,
 )
-from envbuilder.context import compile_rules, context_digest, ignore_patterns, is_ignored, iter_context
+from envbuilder.build.context import compile_rules, context_digest, ignore_patterns, is_ignored, iter_context
 from envbuilder.errors import DockerError
-from envbuilder.plan import Plan, Target, TorchChoice
+from envbuilder.resolve.plan import Plan, Target, TorchChoice
 from envbuilder.render import RenderOptions
 from envbuilder.settings import Settings
 
@@ -355,7 +355,7 @@ def test_proxy_args_must_be_proxy_variables(project, tmp_path):
 
 # --- base image helpers (pure parts) ----------------------------------------------------------------------
 def test_python_in_rootfs_reads_the_python3_link(tmp_path):
-    from envbuilder.base import python_in_rootfs
+    from envbuilder.build.base import python_in_rootfs
 
     (tmp_path / "usr" / "bin").mkdir(parents=True)
     assert python_in_rootfs(tmp_path) is None
@@ -364,7 +364,7 @@ def test_python_in_rootfs_reads_the_python3_link(tmp_path):
 
 
 def test_base_python_prefers_labels_then_env(tmp_path):
-    from envbuilder.base import base_python
+    from envbuilder.build.base import base_python
 
     class Images:
         def image_inspect(self, ref):
@@ -381,7 +381,7 @@ def test_base_python_prefers_labels_then_env(tmp_path):
 
 
 def test_bootstrap_needs_debootstrap(monkeypatch, tmp_path):
-    import envbuilder.base as base
+    import envbuilder.build.base as base
 
     class NoImages:
         def image_inspect(self, ref):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from envbuilder.compat import update_matrix
+from envbuilder.resolve.matrix_update import update_matrix
 from envbuilder.errors import EnvbuilderError
-from envbuilder.matrix import PACKAGED_MATRIX
+from envbuilder.resolve.matrix import PACKAGED_MATRIX
 from envbuilder.settings import Settings
 
 
@@ -111,7 +111,7 @@ def test_update_refuses_plain_http(tmp_path):
 
 
 def test_update_refuses_oversized_file(tmp_path, monkeypatch):
-    import envbuilder.compat as compat
+    import envbuilder.resolve.matrix_update as compat
 
     monkeypatch.setattr(compat, "MAX_MATRIX_BYTES", 10)
     big = _matrix_file(tmp_path)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from envbuilder.config import (
+from envbuilder.project.config import (
     ConfigIssue,
     Job,
     ProjectConfig,

@@ -1,4 +1,4 @@
-"""envbuilder.docker's container lifecycle over both transports: the stdlib socket client and the docker SDK.
+"""envbuilder.docker.engine's container lifecycle over both transports: the stdlib socket client and the docker SDK.
 
 The pure parts (transport choice, API version, sizes, stream frames) run without an engine; a fake engine on
 a unix socket (http.server) checks error mapping, version negotiation, chunked frames and stale keep-alive
@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from envbuilder.docker import (
+from envbuilder.docker.engine import (
     PREFERRED_API_VERSION,
     Docker,
     demux_frames,
@@ -233,7 +233,7 @@ def test_no_engine_is_docker_not_running(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def image():
-    from envbuilder.base import bootstrap_base
+    from envbuilder.build.base import bootstrap_base
 
     return bootstrap_base(Docker()).name
 
@@ -422,7 +422,7 @@ def test_both_transports_see_one_engine(image):
 
 
 def test_lines_are_split_per_stream_so_a_partial_stdout_line_is_not_glued_to_stderr():
-    from envbuilder.docker import _split_lines
+    from envbuilder.docker.engine import _split_lines
 
     frames = [(1, b"epoch 1 loss="), (2, b"warning: slow\n"), (1, b"0.5\nlast"), (2, b"tail")]
     assert list(_split_lines(frames)) == ["warning: slow", "epoch 1 loss=0.5", "last", "tail"]
@@ -430,7 +430,7 @@ def test_lines_are_split_per_stream_so_a_partial_stdout_line_is_not_glued_to_std
 
 @pytest.mark.docker
 def test_a_real_container_keeps_stdout_and_stderr_lines_whole(image):
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     script = ("import sys, time\nsys.stdout.write('loss='); sys.stdout.flush(); time.sleep(0.2)\n"
               "sys.stderr.write('warning\\n'); sys.stderr.flush(); time.sleep(0.2)\nprint('0.25')")

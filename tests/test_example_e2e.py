@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuilder.localindex import IndexServer
+from envbuilder.index.server import IndexServer
 
 pytestmark = pytest.mark.docker
 
@@ -33,11 +33,11 @@ def _local_torch_version() -> str:
 
 
 def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
-    from envbuilder.base import bootstrap_base
-    from envbuilder.config import load_config
-    from envbuilder.docker import Docker
-    from envbuilder.execute import run_job, stop_run
-    from envbuilder.runs import RunStore
+    from envbuilder.build.base import bootstrap_base
+    from envbuilder.project.config import load_config
+    from envbuilder.docker.engine import Docker
+    from envbuilder.run.container import run_job, stop_run
+    from envbuilder.run.store import RunStore
     from envbuilder.settings import Settings
 
     docker = Docker()

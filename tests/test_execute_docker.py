@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuilder.config import Job
+from envbuilder.project.config import Job
 from envbuilder.errors import EnvbuilderError
-from envbuilder.execute import LABEL_RUN_ID, reconcile_runs, run_job, stop_run
-from envbuilder.runs import RunStore
+from envbuilder.run.container import LABEL_RUN_ID, reconcile_runs, run_job, stop_run
+from envbuilder.run.store import RunStore
 from envbuilder.settings import Settings
 
 pytestmark = pytest.mark.docker
@@ -79,14 +79,14 @@ JOBS = {
 
 @pytest.fixture(scope="module")
 def docker_client():
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     return Docker()
 
 
 @pytest.fixture(scope="module")
 def image(docker_client):
-    from envbuilder.base import bootstrap_base
+    from envbuilder.build.base import bootstrap_base
 
     return bootstrap_base(docker_client).name
 
@@ -197,10 +197,10 @@ def test_killed_run_is_reconciled_to_failed(image, project, settings, docker_cli
     # A runner process that dies (host crash) and a container killed behind its back (`docker kill`).
     runner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         from pathlib import Path
-        from envbuilder.config import Job
-        from envbuilder.docker import Docker
-        from envbuilder.execute import run_job
-        from envbuilder.runs import RunStore
+        from envbuilder.project.config import Job
+        from envbuilder.docker.engine import Docker
+        from envbuilder.run.container import run_job
+        from envbuilder.run.store import RunStore
         from envbuilder.settings import Settings
         settings = Settings(Path({str(settings.data_dir)!r}))
         run_job(image={image!r}, project_dir=Path({str(project)!r}), job=Job(command=["python", "slow.py"], gpus="none"),
@@ -288,7 +288,7 @@ def test_run_with_an_image_records_the_run_without_importing_pydantic(image, pro
     probe = ("import sys\nfrom envbuilder.cli import main\n"
              f"rc = main(['--data-dir', {str(settings.data_dir)!r}, 'run', {str(project)!r}, '--image', {image!r},"
              " '--', 'python', '-c', 'print(\"loss=0.5\")'])\n"
-             "print(rc, sorted(m for m in ('pydantic', 'envbuilder.plan', 'rich') if m in sys.modules))")
+             "print(rc, sorted(m for m in ('pydantic', 'envbuilder.resolve.plan', 'rich') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "0 []", out
     [record] = RunStore.from_settings(settings).list_runs()
@@ -299,7 +299,7 @@ def test_run_with_an_image_records_the_run_without_importing_pydantic(image, pro
 
 def test_run_with_an_image_on_the_local_engine_never_imports_the_docker_sdk(image, project, settings):
     # The SDK's import (requests, urllib3: ~0.1-0.15 s) alone exceeds the run path's budget; a local engine is
-    # reached over its socket with the standard library (envbuilder.docker.EngineSocket).
+    # reached over its socket with the standard library (envbuilder.docker.engine.EngineSocket).
     probe = ("import sys\nfrom envbuilder.cli import main\n"
              f"rc = main(['--data-dir', {str(settings.data_dir)!r}, 'run', {str(project)!r}, '--image', {image!r},"
              " '--', 'true'])\n"
@@ -315,7 +315,7 @@ def test_run_with_an_image_on_the_local_engine_never_imports_the_docker_sdk(imag
 def test_no_line_is_lost_even_when_the_log_follow_drops_some(image, project, settings, store, monkeypatch, transport):
     """A loaded engine can end a logs follow before the last lines (moby/moby#43860): make it happen on purpose.
     The socket transport attaches before start and never follows logs; the SDK one reads the output again."""
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     docker_client = Docker(transport=transport)
     real_stream_logs = docker_client.stream_logs

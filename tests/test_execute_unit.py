@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.execute import (
+from envbuilder.run.container import (
     CONTAINER_ARTIFACTS,
     ResolvedMount,
     container_path_for,

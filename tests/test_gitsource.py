@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import ProjectError
-from envbuilder.gitsource import (
+from envbuilder.project.gitsource import (
     check_git_ref,
     check_git_url,
     fetch_project,

@@ -1,5 +1,5 @@
 """Host detection: the pure parsers on captured outputs (tests/data/host/), then detect_host() against fake
-programs on PATH and a fake root directory. Nothing in envbuilder.host is patched."""
+programs on PATH and a fake root directory. Nothing in envbuilder.host.probes is patched."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import ProbeError
-from envbuilder.host import (
+from envbuilder.host.probes import (
     NVIDIA_QUERY_FIELDS,
     NVIDIA_QUERY_FIELDS_NO_CC,
     HostInfo,

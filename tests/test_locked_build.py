@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 from support.fixtures import HOST_CA, copy_project, run_in_image
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.plan import Plan, Target, TorchChoice
+from envbuilder.resolve.plan import Plan, Target, TorchChoice
 from envbuilder.render import RenderOptions
 from envbuilder.render.dockerfile import render_dockerfile
 from envbuilder.render.lock import check_lock, read_lock, render_lock

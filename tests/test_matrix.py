@@ -14,7 +14,7 @@ import pytest
 from packaging.version import Version
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.matrix import PACKAGED_MATRIX, flavor_cuda, flavor_kind, flavor_rocm, load_matrix, parse_matrix
+from envbuilder.resolve.matrix import PACKAGED_MATRIX, flavor_cuda, flavor_kind, flavor_rocm, load_matrix, parse_matrix
 
 MATRIX = load_matrix(PACKAGED_MATRIX)
 RAW = json.loads(PACKAGED_MATRIX.read_text())
@@ -185,7 +185,7 @@ def test_first_hand_cu130_wheel_facts():
 
 @pytest.mark.parametrize("flavor", sorted({b.flavor for _, b in ALL_BUILDS if flavor_kind(b.flavor) == "rocm"}))
 def test_every_rocm_flavour_has_gfx_targets(flavor):
-    from envbuilder.matrix import TorchBuild
+    from envbuilder.resolve.matrix import TorchBuild
 
     gfx = MATRIX.rocm_gfx(TorchBuild(os="linux", arch="x86_64", flavor=flavor))
     assert gfx and all(re.match(r"^gfx[0-9a-f]{3,4}$", g) for g in gfx)

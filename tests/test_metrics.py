@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from envbuilder.metrics import MetricPoint, MetricTracker, canonical_name, parse_metrics
+from envbuilder.run.metrics import MetricPoint, MetricTracker, canonical_name, parse_metrics
 
 LINES = [
     ("loss=0.5", {"loss": 0.5}),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.fixtures import CPU_WHEELS, run_in_image
 
-from envbuilder.localindex import IndexServer
+from envbuilder.index.server import IndexServer
 from envbuilder.proc import run_command
 from envbuilder.render import RenderOptions
 
@@ -57,6 +57,6 @@ def test_a_build_from_a_local_wheelhouse_needs_no_network(cli, base_image, wheel
 
 
 def run_in_image_docker(image: str) -> tuple[int, str]:
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     return run_in_image(Docker(), image, ["python", "-c", "import sys, torch; print(torch.__version__, '%d.%d' % sys.version_info[:2])"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.onnx_verify import ExportCheck, verify_exports
+from envbuilder.run.onnx import ExportCheck, verify_exports
 
 pytestmark = pytest.mark.docker
 
@@ -58,15 +58,15 @@ open("/artifacts/garbage.onnx", "wb").write(b"this is not a protobuf" * 10)
 
 @pytest.fixture(scope="module")
 def docker_client():
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     return Docker()
 
 
 @pytest.fixture(scope="module")
 def onnx_image(docker_client, tmp_path_factory):
-    from envbuilder.base import bootstrap_base
-    from envbuilder.docker import BuildRequest
+    from envbuilder.build.base import bootstrap_base
+    from envbuilder.docker.engine import BuildRequest
 
     base = bootstrap_base(docker_client)
     context = tmp_path_factory.mktemp("onnx-image")
@@ -144,7 +144,7 @@ def test_broken_models_fail_with_a_reason(onnx_image, docker_client, models):
 
 
 def test_image_without_onnxruntime_is_a_clear_failure(docker_client, models):
-    from envbuilder.base import bootstrap_base
+    from envbuilder.build.base import bootstrap_base
 
     base = bootstrap_base(docker_client).name
     [result] = _verify(base, docker_client, models, ExportCheck("good.onnx", inputs={"input": [1, 2]}))
@@ -159,9 +159,9 @@ def test_no_result_lines_is_an_error(docker_client, models):
 
 
 def test_a_model_that_fails_verification_fails_its_job(onnx_image, docker_client, tmp_path):
-    from envbuilder.config import Job
-    from envbuilder.execute import run_job
-    from envbuilder.runs import RunStore
+    from envbuilder.project.config import Job
+    from envbuilder.run.container import run_job
+    from envbuilder.run.store import RunStore
     from envbuilder.settings import Settings
 
     project = tmp_path / "proj"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from envbuilder.config import load_config
-from envbuilder.incontainer.verify_onnx import RESULT_PREFIX as SCRIPT_PREFIX
-from envbuilder.incontainer.verify_onnx import read_onnx_header
-from envbuilder.onnx_verify import (
+from envbuilder.project.config import load_config
+from envbuilder.run.incontainer.verify_onnx import RESULT_PREFIX as SCRIPT_PREFIX
+from envbuilder.run.incontainer.verify_onnx import read_onnx_header
+from envbuilder.run.onnx import (
     RESULT_PREFIX,
     ExportCheck,
     VerifiedModel,

@@ -9,7 +9,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from envbuilder.errors import ProjectError
-from envbuilder.project import (
+from envbuilder.project.inspect import (
     ProjectSource,
     ProjectSpec,
     inspect_project,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.plan import plan_digest
+from envbuilder.resolve.plan import plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.render.dockerfile import STAGES, render_dockerfile, render_dockerignore
 from golden.cases import check_golden, cpu_plan, cu128_plan, macos_plan, rocm_plan, windows_plan

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from envbuilder.plan import PackageChoice, plan_digest
+from envbuilder.resolve.plan import PackageChoice, plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.render.lock import LockedPackage, parse_compile_output, python_platform, render_lock, resolve_lock
 from golden.cases import check_golden, cpu_plan, cu128_plan, macos_plan, make_wheel, sha256_of, windows_plan
-from envbuilder.localindex import IndexServer
+from envbuilder.index.server import IndexServer
 
 UV = str(Path(sys.executable).parent / "uv")
 

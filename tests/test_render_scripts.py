@@ -20,7 +20,7 @@ from envbuilder.render import RenderOptions
 from envbuilder.render.quoting import PS_SINGLE_QUOTES, ps_quote, sh_quote
 from envbuilder.render.scripts import render_bash, render_powershell
 from golden.cases import check_golden, cpu_plan, cu128_plan, macos_plan, make_wheel, rocm_plan, windows_plan
-from envbuilder.localindex import IndexServer
+from envbuilder.index.server import IndexServer
 
 HOSTILE = [
     "plain",
@@ -216,7 +216,7 @@ def wheelhouse(tmp_path_factory):
 def test_bash_installs_for_real(tmp_path, wheelhouse):
     root, hostile_dir, index_dir = wheelhouse
     python = shutil.which("python3.11") or sys.executable
-    from envbuilder.plan import PackageChoice
+    from envbuilder.resolve.plan import PackageChoice
 
     plan = cpu_plan(system_packages=(), dependencies=("dep>=1.0; python_version >= '3'",),
                     companions={"torchvision": PackageChoice(name="torchvision", version="0.28.0+cpu",

@@ -6,11 +6,11 @@ import pytest
 from packaging.version import Version
 
 from envbuilder.errors import EnvbuilderError, ResolveConflict
-from envbuilder.host import GpuInfo, HostInfo
-from envbuilder.matrix import flavor_cuda, flavor_kind, load_matrix
-from envbuilder.plan import ResolveRequest, Target, TargetFlags
-from envbuilder.project import IndexDecl, ProjectSource, ProjectSpec
-from envbuilder.resolve import resolve, target_for
+from envbuilder.host.probes import GpuInfo, HostInfo
+from envbuilder.resolve.matrix import flavor_cuda, flavor_kind, load_matrix
+from envbuilder.resolve.plan import ResolveRequest, Target, TargetFlags
+from envbuilder.project.inspect import IndexDecl, ProjectSource, ProjectSpec
+from envbuilder.resolve.resolver import resolve, target_for
 
 MATRIX = load_matrix()
 LINUX = dict(os="linux", arch="x86_64")

@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from envbuilder.runs import RunStore
+from envbuilder.run.store import RunStore
 from envbuilder.settings import Settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,9 +18,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def executor(monkeypatch):
-    """Stands in for envbuilder.execute (the Docker side, another module's job): records what it is asked."""
+    """Stands in for envbuilder.run.container (the Docker side, another module's job): records what it is asked."""
     calls: list[tuple] = []
-    module = types.ModuleType("envbuilder.execute")
+    module = types.ModuleType("envbuilder.run.container")
 
     def reconcile_runs(store, settings):
         calls.append(("reconcile", settings.data_dir))
@@ -32,7 +32,7 @@ def executor(monkeypatch):
 
     module.reconcile_runs = reconcile_runs
     module.stop_run = stop_run
-    monkeypatch.setitem(sys.modules, "envbuilder.execute", module)
+    monkeypatch.setitem(sys.modules, "envbuilder.run.container", module)
     return calls
 
 
@@ -77,7 +77,7 @@ def test_list_human(cli, store, executor):
 
 
 def test_list_without_the_executor_module(cli, store, monkeypatch):
-    monkeypatch.setitem(sys.modules, "envbuilder.execute", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "envbuilder.run.container", None)  # importing it raises ImportError
     make_run(store)
     result = cli("runs", "list", "--json")
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 1
@@ -158,7 +158,7 @@ def test_plot_writes_a_png(cli, store, executor, tmp_path):
     {},
 ])
 def test_plot_run_handles_missing_series(tmp_path, series):
-    from envbuilder.plot import plot_run
+    from envbuilder.run.plot import plot_run
 
     out = plot_run(series, tmp_path / "sub" / "m.png", "title")
     data = out.read_bytes()

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.metrics import MetricPoint
-from envbuilder.runs import SCHEMA_VERSION, VANISHED, RunStore
+from envbuilder.run.metrics import MetricPoint
+from envbuilder.run.store import SCHEMA_VERSION, VANISHED, RunStore
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_recording_builds_no_record_and_imports_no_pydantic(tmp_path):
     import sys
 
     probe = (
-        "import sys\nfrom envbuilder.runs import RunStore\n"
+        "import sys\nfrom envbuilder.run.store import RunStore\n"
         f"store = RunStore({str(tmp_path / 'runs.sqlite3')!r})\n"
         "run_id, log = store.record_start('p', ['true'], job='j')\n"
         "store.set_container(run_id, 'c0ffee')\n"

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import EnvbuilderError, ResolveConflict
-from envbuilder.matrix import load_matrix
-from envbuilder.plan import ResolveRequest, Target
-from envbuilder.project import ProjectSource, ProjectSpec
-from envbuilder.resolve import resolve
-from envbuilder.wheelindex import (IndexSnapshot, WheelFile, parse_simple_page, parse_wheel_filename, platform_matches,
+from envbuilder.resolve.matrix import load_matrix
+from envbuilder.resolve.plan import ResolveRequest, Target
+from envbuilder.project.inspect import ProjectSource, ProjectSpec
+from envbuilder.resolve.resolver import resolve
+from envbuilder.index.snapshot import (IndexSnapshot, WheelFile, parse_simple_page, parse_wheel_filename, platform_matches,
                                    snapshot_folder, snapshot_index)
-from envbuilder.localindex import IndexServer
+from envbuilder.index.server import IndexServer
 
 MATRIX = load_matrix()
 CPU_WHEELS = Path("/opt/wheels")

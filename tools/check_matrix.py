@@ -1,6 +1,6 @@
 """Validate a compatibility matrix file and print its counts: `python tools/check_matrix.py [FILE]`.
 
-Exit 0 when the file matches envbuilder's schema (envbuilder.matrix.parse_matrix), 1 with the error otherwise.
+Exit 0 when the file matches envbuilder's schema (envbuilder.resolve.matrix.parse_matrix), 1 with the error otherwise.
 Run it after editing envbuilder/data/compatibility.json, before the test suite.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envbuilder.compat import show_matrix  # noqa: E402
+from envbuilder.resolve.matrix_update import show_matrix  # noqa: E402
 from envbuilder.errors import EnvbuilderError  # noqa: E402
-from envbuilder.matrix import PACKAGED_MATRIX, parse_matrix  # noqa: E402
+from envbuilder.resolve.matrix import PACKAGED_MATRIX, parse_matrix  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

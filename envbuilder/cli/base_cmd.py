@@ -1,5 +1,5 @@
 """`envbuilder base bootstrap` (a Python base image without a registry) and `envbuilder engine` (check or
-start Docker). Thin: the work is in envbuilder.base."""
+start Docker). Thin: the work is in envbuilder.build.base."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def bootstrap(ctx: click.Context, suite: str, name: str | None, mirror: str | No
     Idempotent: an existing image of that name made by this command is reused. Use it with
     `envbuilder build --base-image IMAGE`.
     """
-    from envbuilder.base import bootstrap_base
-    from envbuilder.docker import Docker
+    from envbuilder.build.base import bootstrap_base
+    from envbuilder.docker.engine import Docker
 
     settings = settings_of(ctx)
     verbose = bool(ctx.find_root().obj.get("verbose"))
@@ -50,7 +50,7 @@ def bootstrap(ctx: click.Context, suite: str, name: str | None, mirror: str | No
 @click.pass_context
 def engine(ctx: click.Context, start: bool, as_json: bool) -> None:
     """Check that a Docker engine answers and which client runs BuildKit builds; --start starts one."""
-    from envbuilder.base import engine_status, start_engine
+    from envbuilder.build.base import engine_status, start_engine
     from envbuilder.errors import EXIT_DOCKER, DockerError
 
     settings = settings_of(ctx)

@@ -1,6 +1,6 @@
 """`envbuilder build`: resolve the plan, build its image (content-addressed, cached), show progress.
 
-Thin: the work is envbuilder.build.build_image. Progress goes to stderr (a live line on a terminal, plain
+Thin: the work is envbuilder.build.image.build_image. Progress goes to stderr (a live line on a terminal, plain
 lines with -v or when stderr is not a terminal); stdout carries only the result (text, or JSON with --json).
 """
 
@@ -41,14 +41,14 @@ def build(ctx: click.Context, source: str, ref: str | None, flags, request, netw
     the previous image.
     """
     from envbuilder.api import plan_project
-    from envbuilder.build import build_image
-    from envbuilder.docker import Docker
+    from envbuilder.build.image import build_image
+    from envbuilder.docker.engine import Docker
 
     settings = settings_of(ctx)
     verbose = bool(ctx.find_root().obj.get("verbose"))
     docker = Docker(settings.docker_binary)
     if network.base_image and request.python is None:
-        from envbuilder.base import base_python
+        from envbuilder.build.base import base_python
 
         # The base decides the interpreter: resolve for it rather than fail its Python check mid-build.
         request = request.model_copy(update={"python": base_python(docker, network.base_image)})
@@ -84,7 +84,7 @@ class _Progress:
     """A rich live line: the running step, its elapsed time, and its last output line."""
 
     def __init__(self) -> None:
-        from envbuilder.build import BuildProgress
+        from envbuilder.build.image import BuildProgress
 
         self.progress = BuildProgress()
         self.step_started = time.monotonic()
@@ -150,7 +150,7 @@ class _progress:
 
 
 def _is_step_header(line: str) -> bool:
-    from envbuilder.build import is_step_header
+    from envbuilder.build.image import is_step_header
 
     return is_step_header(line)
 

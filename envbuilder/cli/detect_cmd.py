@@ -1,6 +1,6 @@
 """`envbuilder detect`: show what this machine has (OS, CPU, GPUs, driver, CUDA, ROCm) and any probe findings.
 
-Thin: one call to envbuilder.host.detect_host, then JSON or a short table. Probe problems are findings,
+Thin: one call to envbuilder.host.probes.detect_host, then JSON or a short table. Probe problems are findings,
 so the command exits 0 even when nvidia-smi or rocminfo fails.
 """
 
@@ -17,7 +17,7 @@ from envbuilder.cli.output import console, emit_json
               help="How long each probe program (nvidia-smi, rocminfo) may take.")
 def detect(as_json: bool, timeout: float) -> None:
     """Detect this machine's OS, CPU and accelerator."""
-    from envbuilder.host import detect_host
+    from envbuilder.host.probes import detect_host
 
     host = detect_host(timeout=timeout)
     if as_json:

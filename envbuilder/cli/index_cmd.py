@@ -26,7 +26,7 @@ def serve(wheels: tuple[Path, ...], root: Path | None, port: int) -> None:
     Use the URL as --torch-index-url (builds need --network host to reach loopback):
     the resolver reads it first and picks only the builds it serves.
     """
-    from envbuilder.localindex import IndexServer
+    from envbuilder.index.server import IndexServer
 
     if not wheels and root is None:
         raise EnvbuilderError("index-empty", "nothing to serve", "name wheel files or folders, or --root DIR", exit_code=EXIT_USAGE)

@@ -21,8 +21,8 @@ _PYTHONS = ("3.13", "3.12", "3.11", "3.10", "3.9")
 def inspect(ctx: click.Context, path_or_url: str, ref: str | None, as_json: bool, target_os: str | None,
             target_arch: str | None, python: str | None, extras: tuple[str, ...]) -> None:
     """Read a project's Python, torch and index constraints without running any of its code."""
-    from envbuilder.gitsource import inspect_source
-    from envbuilder.project import target_environment, torch_family
+    from envbuilder.project.gitsource import inspect_source
+    from envbuilder.project.inspect import target_environment, torch_family
 
     spec = inspect_source(path_or_url, ref, settings_of(ctx))
     evaluated = None

@@ -1,6 +1,6 @@
 """Shared CLI options: target flags (replace detection) and resolver request flags.
 
-envbuilder.plan (pydantic models) is imported when the values are built, not when a command module loads:
+envbuilder.resolve.plan (pydantic models) is imported when the values are built, not when a command module loads:
 `run --image` never builds them (`deferred_target_options`), and importing pydantic is ~0.1 s of its start-up.
 """
 
@@ -27,7 +27,7 @@ def _target_option_decorators(f):
     def wrapper(*args, target_os, target_arch, gpu, cuda_driver, compute_capability, gpu_arch,
                 python_pin, extras, cuda_compat, flavor, **kwargs):
         def build():
-            from envbuilder.plan import ResolveRequest, TargetFlags
+            from envbuilder.resolve.plan import ResolveRequest, TargetFlags
 
             flags = TargetFlags(os=target_os, arch=target_arch, gpu=gpu, cuda_driver=cuda_driver,
                                 compute_capability=tuple(compute_capability), gpu_arch=tuple(gpu_arch))

@@ -1,6 +1,6 @@
 """`envbuilder run` and `envbuilder pipeline`: build the project's image if needed, run jobs in it.
 
-Thin: the work is envbuilder.execute (run_job, run_pipeline) and envbuilder.build (build_image). The job's
+Thin: the work is envbuilder.run.container (run_job, run_pipeline) and envbuilder.build.image (build_image). The job's
 own output goes to stdout as it happens (stderr with --json, so stdout carries only the result); build
 progress and our notes go to stderr. The exit code is the job's.
 """
@@ -60,7 +60,7 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     /workspace/project, the artifacts folder writable at /artifacts; the job runs as you, so what it writes
     is yours. Ctrl-C stops the job (SIGTERM, then SIGKILL after 10 s) and records the run as stopped.
     """
-    from envbuilder.execute import parse_env_args, parse_mount_arg, run_job
+    from envbuilder.run.container import parse_env_args, parse_mount_arg, run_job
 
     after = ctx.meta.get("envbuilder.after_dashdash")
     job_name, args, command = None, list(job_and_args[1:]), None
@@ -75,7 +75,7 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     project_dir, commit = _project_folder(settings, path, ref)
     job = None
     if job_name:
-        from envbuilder.config import load_config
+        from envbuilder.project.config import load_config
 
         job = load_config(project_dir).job(job_name)
     extra_mounts = [parse_mount_arg(m) for m in mounts]
@@ -114,8 +114,8 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 
     Exported ONNX models are verified in the same image; a model that fails verification fails its job.
     """
-    from envbuilder.config import load_config
-    from envbuilder.execute import run_pipeline
+    from envbuilder.project.config import load_config
+    from envbuilder.run.container import run_pipeline
 
     settings = settings_of(ctx)
     project_dir, commit = _project_folder(settings, path, ref)
@@ -148,7 +148,7 @@ def _project_folder(settings, path: str, ref: str | None) -> tuple[Path, str | N
     """(the folder the project is read from and mounted, the commit when it came from git)."""
     if ref is None and Path(path).is_dir():
         return Path(path), None  # the hot path: no git, and no pydantic models to import
-    from envbuilder.gitsource import fetch_project, looks_like_git_url
+    from envbuilder.project.gitsource import fetch_project, looks_like_git_url
 
     if ref is None and not looks_like_git_url(path):
         from envbuilder.errors import ProjectError
@@ -162,7 +162,7 @@ def _image_for(ctx, source, ref, image, target, network, quiet):
     """(docker, image, plan, plan_hash, project name): the given --image, else the plan's image, built if needed.
 
     target and network are the deferred option values: built here, only when there is a plan to make."""
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     settings = settings_of(ctx)
     docker = Docker(settings.docker_binary)
@@ -177,13 +177,13 @@ def _image_for(ctx, source, ref, image, target, network, quiet):
         return docker, image, None, labels.get("org.envbuilder.plan-hash"), labels.get("org.envbuilder.project") or None
 
     from envbuilder.api import plan_project
-    from envbuilder.build import build_image, is_step_header
+    from envbuilder.build.image import build_image, is_step_header
 
     flags, request = target()
     network = network()
 
     if network.base_image and request.python is None:
-        from envbuilder.base import base_python
+        from envbuilder.build.base import base_python
 
         request = request.model_copy(update={"python": base_python(docker, network.base_image)})
     spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
@@ -211,7 +211,7 @@ def _docker_network(network_mode: str | None) -> str | None:
 
 
 def _store(settings):
-    from envbuilder.runs import RunStore
+    from envbuilder.run.store import RunStore
 
     return RunStore.from_settings(settings)
 

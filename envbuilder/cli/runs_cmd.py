@@ -1,4 +1,4 @@
-"""`envbuilder runs list|show|logs|stop|plot` and `envbuilder schema`: thin commands over envbuilder.runs."""
+"""`envbuilder runs list|show|logs|stop|plot` and `envbuilder schema`: thin commands over envbuilder.run.store."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _FOLLOW_POLL_S = 0.25
 
 
 def _store(ctx: click.Context):
-    from envbuilder.runs import RunStore
+    from envbuilder.run.store import RunStore
 
     return RunStore.from_settings(settings_of(ctx))
 
@@ -24,7 +24,7 @@ def _store(ctx: click.Context):
 def _reconcile(ctx: click.Context, store) -> None:
     """Let the executor fail runs whose container is gone; runs can be listed without it (or Docker)."""
     try:
-        from envbuilder.execute import reconcile_runs
+        from envbuilder.run.container import reconcile_runs
     except ImportError:
         return
     try:
@@ -168,7 +168,7 @@ def stop(ctx: click.Context, run_id: str, grace_s: float) -> None:
         click.echo(f"{record.id} is not running ({record.status})")
         return
     try:
-        from envbuilder.execute import stop_run
+        from envbuilder.run.container import stop_run
     except ImportError as exc:
         raise EnvbuilderError("stop-unavailable", f"cannot stop runs: {exc}",
                               "reinstall envbuilder; `docker stop` on the run's container also works") from None
@@ -183,7 +183,7 @@ def stop(ctx: click.Context, run_id: str, grace_s: float) -> None:
 @click.pass_context
 def plot(ctx: click.Context, run_id: str, output: Path | None) -> None:
     """Plot the run's loss, accuracy and learning rate into a PNG."""
-    from envbuilder.plot import plot_run
+    from envbuilder.run.plot import plot_run
 
     store = _store(ctx)
     record = store.get(run_id)
@@ -199,7 +199,7 @@ def plot(ctx: click.Context, run_id: str, output: Path | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE instead of stdout.")
 def schema(output: Path | None) -> None:
     """Print the JSON schema of the project config ([tool.envbuilder] or envbuilder.toml)."""
-    from envbuilder.config import config_json_schema
+    from envbuilder.project.config import config_json_schema
 
     text = json.dumps(config_json_schema(), indent=2)
     if output is None:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.plan import Plan, plan_digest
+from envbuilder.resolve.plan import Plan, plan_digest
 from envbuilder.render import (
     CA_SECRET_ID,
     IMAGE_PROJECT_DIR,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.plan import Plan, plan_digest
+from envbuilder.resolve.plan import Plan, plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.render.network import LockedPackage, default_index_url, install_steps, refuse_credentials, torch_index_url
 from envbuilder.render.quoting import one_line, toml_string

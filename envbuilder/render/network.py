@@ -12,7 +12,7 @@ from typing import Literal
 
 from envbuilder.errors import EXIT_USAGE, EnvbuilderError
 from envbuilder.redact import redact_url, url_has_credentials
-from envbuilder.plan import Plan
+from envbuilder.resolve.plan import Plan
 from envbuilder.render import CA_SECRET_ID, RenderOptions
 from envbuilder.values import Value
 

@@ -13,7 +13,7 @@ import json
 import re
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.plan import Plan, plan_digest
+from envbuilder.resolve.plan import Plan, plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.render.network import InstallStep, default_index_url, install_steps
 from envbuilder.render.quoting import one_line, ps_quote, sh_quote

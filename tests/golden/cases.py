@@ -11,8 +11,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from envbuilder.plan import PackageChoice, Plan, Target, TorchChoice
-from envbuilder.project import IndexDecl, ProjectSource
+from envbuilder.resolve.plan import PackageChoice, Plan, Target, TorchChoice
+from envbuilder.project.inspect import IndexDecl, ProjectSource
 
 GOLDEN = Path(__file__).parent
 TORCH_INDEX = "https://download.pytorch.org/whl"

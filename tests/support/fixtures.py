@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuilder.localindex import IndexServer, stable_port
+from envbuilder.index.server import IndexServer, stable_port
 
 BUILD_PROJECTS = Path(__file__).resolve().parents[1] / "data" / "projects-build"
 CPU_WHEELS = Path(os.environ.get("ENVBUILDER_TEST_WHEELS", "/opt/wheels"))
@@ -30,7 +30,7 @@ class BuildEnv:
     """What a test build needs: where state goes, the base, the torch index and the CA bundle."""
 
     settings: object  # envbuilder.settings.Settings
-    docker: object  # envbuilder.docker.Docker
+    docker: object  # envbuilder.docker.engine.Docker
     base_image: str
     torch_index_url: str
     ca_cert: Path | None
@@ -44,7 +44,7 @@ class BuildEnv:
 
     def plan(self, project_dir: Path, **request):
         from envbuilder.api import plan_project
-        from envbuilder.plan import ResolveRequest, TargetFlags
+        from envbuilder.resolve.plan import ResolveRequest, TargetFlags
 
         request.setdefault("python", "3.11")
         _, plan = plan_project(str(project_dir), flags=TargetFlags(**CPU_TARGET), request=ResolveRequest(**request),
@@ -52,7 +52,7 @@ class BuildEnv:
         return plan
 
     def build(self, plan, project_dir: Path, **kwargs):
-        from envbuilder.build import build_image
+        from envbuilder.build.image import build_image
 
         options = kwargs.pop("options", None) or self.options()
         kwargs.setdefault("network", "host")
@@ -70,7 +70,7 @@ def copy_project(name: str, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def docker_engine():
     """The Docker wrapper for the session; fails (never skips) when no engine answers."""
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     docker = Docker()
     docker.client  # noqa: B018 - connect now, so a missing engine fails here with its diagnosis
@@ -80,7 +80,7 @@ def docker_engine():
 @pytest.fixture(scope="session")
 def base_image(docker_engine) -> str:
     """The debootstrapped Python 3.11 base (made once per machine: ~1 min, then reused)."""
-    from envbuilder.base import bootstrap_base
+    from envbuilder.build.base import bootstrap_base
 
     return bootstrap_base(docker_engine).name
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from envbuilder.context import context_digest, default_ignores, ignore_file_text, ignore_patterns
-from envbuilder.docker import BuildRequest, Docker
+from envbuilder.build.context import context_digest, default_ignores, ignore_file_text, ignore_patterns
+from envbuilder.docker.engine import BuildRequest, Docker
 from envbuilder.errors import EnvbuilderError
-from envbuilder.plan import Plan, plan_digest
+from envbuilder.resolve.plan import Plan, plan_digest
 from envbuilder.render import CA_SECRET_ID, LABEL_PREFIX, NETRC_SECRET_ID, RenderOptions
 from envbuilder.render.network import LockedPackage
 from envbuilder.settings import Settings

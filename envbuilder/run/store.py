@@ -1,7 +1,7 @@
 """The run store: every run's record and metric series, in SQLite, safe with many writers at once.
 
 Owns RunStore and the database schema (created on first use, migrated by `user_version`); RunRecord, the
-pydantic value its reads return, lives in envbuilder.runrecord and is imported on first read: recording a run
+pydantic value its reads return, lives in envbuilder.run.record and is imported on first read: recording a run
 (record_start / record_finish) builds no record, so `envbuilder run` does not pay for importing pydantic.
 Several runs and processes write at once: the database is in WAL mode, each connection waits on a
 busy lock (busy_timeout) instead of failing, and every write is one `BEGIN IMMEDIATE` transaction.
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.metrics import MetricPoint
+from envbuilder.run.metrics import MetricPoint
 
 if TYPE_CHECKING:
-    from envbuilder.runrecord import RunRecord
+    from envbuilder.run.record import RunRecord
 
 RunStatus = Literal["running", "completed", "failed", "stopped"]
 RUNNING: RunStatus = "running"
@@ -88,9 +88,9 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def __getattr__(name: str) -> Any:
-    # `from envbuilder.runs import RunRecord` keeps working; the pydantic import happens here, on first use.
+    # `from envbuilder.run.store import RunRecord` keeps working; the pydantic import happens here, on first use.
     if name == "RunRecord":
-        from envbuilder.runrecord import RunRecord
+        from envbuilder.run.record import RunRecord
 
         return RunRecord
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -437,7 +437,7 @@ def _time(value: float | None) -> datetime | None:
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
-    from envbuilder.runrecord import RunRecord
+    from envbuilder.run.record import RunRecord
 
     return RunRecord(
         id=row["id"], project=row["project"], job=row["job"], image=row["image"],

@@ -1,6 +1,6 @@
 """ONNX verification of an export job's models, inside the image that produced them.
 
-The host never loads a model: it runs `envbuilder/incontainer/verify_onnx.py` in the SAME image (tools
+The host never loads a model: it runs `envbuilder/run/incontainer/verify_onnx.py` in the SAME image (tools
 mounted read-only at /opt/envbuilder-tools, the artifacts directory at /artifacts), so the model is checked
 with the onnxruntime the project ships. That script writes `<model>.metadata.json` next to each model and
 prints one `ENVBUILDER_ONNX_RESULT {json}` line per model, which is parsed here.
@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.incontainer import CONTAINER_TOOLS_DIR, TOOLS_DIR
+from envbuilder.run.incontainer import CONTAINER_TOOLS_DIR, TOOLS_DIR
 from envbuilder.render import LABEL_PREFIX
 
 CONTAINER_ARTIFACTS = "/artifacts"
@@ -98,7 +98,7 @@ def _opt_str(value: Any) -> str | None:
 def plan_summary(plan: Any = None, *, plan_hash: str | None = None, image_labels: Mapping[str, str] | None = None) -> dict:
     """What the model was built with, from the plan when we have it, else from the image's labels."""
     if plan is not None:
-        from envbuilder.plan import plan_digest
+        from envbuilder.resolve.plan import plan_digest
 
         return {"torch": plan.torch.version, "flavor": plan.torch.flavor, "python": plan.python,
                 "plan_hash": plan_hash or plan_digest(plan)}

@@ -77,7 +77,7 @@ class ResolvedMount:
 
 def parse_mount_arg(text: str, *, base: Path | None = None) -> ResolvedMount:
     """`SRC:DST[:ro|rw]` from the command line; SRC relative to `base` (default: the current folder)."""
-    from envbuilder.config import Mount
+    from envbuilder.project.config import Mount
 
     try:
         mount = Mount.model_validate(text)
@@ -145,12 +145,12 @@ def gpu_request(requested: str | int | None, *, has_nvidia: Callable[[], bool]) 
 
 def host_has_nvidia() -> bool:
     """Whether `--gpus auto` means all GPUs. A host with no NVIDIA device node, no WSL GPU and no nvidia-smi
-    answers at once; anything else gets the full probe (envbuilder.host), which costs ~0.1 s."""
+    answers at once; anything else gets the full probe (envbuilder.host.probes), which costs ~0.1 s."""
     import shutil
 
     if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg") or shutil.which("nvidia-smi")):
         return False
-    from envbuilder.host import detect_host
+    from envbuilder.host.probes import detect_host
 
     return detect_host(timeout=5.0).gpu_vendor == "nvidia"
 
@@ -191,7 +191,7 @@ class _MetricSink:
     """Feeds log lines to a MetricTracker and writes its points to the store in batches (not per line)."""
 
     def __init__(self, store: Any, run_id: str, extra_patterns: Sequence[Any]) -> None:
-        from envbuilder.metrics import MetricTracker
+        from envbuilder.run.metrics import MetricTracker
 
         self._tracker = MetricTracker(extra_patterns=tuple(extra_patterns))
         self._store, self._run_id = store, run_id
@@ -403,7 +403,7 @@ def run_job(
 
 
 def _verify(*, image, job, artifacts_dir, docker, plan, plan_hash, user, gpus, log_path, on_line):
-    from envbuilder.onnx_verify import export_checks, failure_message, verify_exports
+    from envbuilder.run.onnx import export_checks, failure_message, verify_exports
 
     with log_path.open("a", encoding="utf-8") as log:
         def handle(line: str) -> None:
@@ -453,7 +453,7 @@ def _plan_record(plan: Any, plan_hash: str | None) -> dict | None:
     """What the store keeps of the plan: enough to say which torch build a run used."""
     if plan is None:
         return {"plan_hash": plan_hash} if plan_hash else None
-    from envbuilder.onnx_verify import plan_summary
+    from envbuilder.run.onnx import plan_summary
 
     return plan_summary(plan, plan_hash=plan_hash)
 
@@ -514,7 +514,7 @@ def reconcile_runs(store: Any, settings: Any = None, docker: Any = None) -> list
 def _append_unseen(store: Any, docker: Any, run_id: str, container_id: str, log_path: Path | None) -> None:
     """Append what the container wrote that no runner saw (after a crash, or during a stop's grace period)
     to the run's log, and record its metrics."""
-    from envbuilder.metrics import MetricTracker
+    from envbuilder.run.metrics import MetricTracker
 
     if log_path is None:
         return
@@ -536,7 +536,7 @@ def _append_unseen(store: Any, docker: Any, run_id: str, container_id: str, log_
 
 
 def _docker_for(settings: Any) -> Any:
-    from envbuilder.docker import Docker
+    from envbuilder.docker.engine import Docker
 
     return Docker(getattr(settings, "docker_binary", None))
 

@@ -1,4 +1,4 @@
-"""RunRecord: one run as the run store (envbuilder.runs) holds it, as a frozen pydantic value.
+"""RunRecord: one run as the run store (envbuilder.run.store) holds it, as a frozen pydantic value.
 
 Separate from the store so that writing a run's record imports no pydantic; the store's reads build these.
 Must not import docker.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from envbuilder.runs import RUNNING, RunStatus
+from envbuilder.run.store import RUNNING, RunStatus
 from envbuilder.values import Value
 
 

@@ -1,6 +1,6 @@
 """`compat show` and `compat update`: summarise the installed matrix, and install a newer one safely.
 
-Owns reading a candidate matrix (https URL or file), validating it with envbuilder.matrix.parse_matrix,
+Owns reading a candidate matrix (https URL or file), validating it with envbuilder.resolve.matrix.parse_matrix,
 and writing it atomically to settings.matrix_override. A candidate that fails validation, or that is
 older than the installed matrix (unless forced), never replaces the installed file.
 Must not import docker or the CLI.
@@ -19,7 +19,7 @@ from typing import Any
 from packaging.version import Version
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.matrix import Matrix, TorchRelease, flavor_kind, load_matrix, parse_matrix
+from envbuilder.resolve.matrix import Matrix, TorchRelease, flavor_kind, load_matrix, parse_matrix
 from envbuilder.settings import Settings
 
 FETCH_TIMEOUT_S = 30.0

@@ -21,7 +21,7 @@ from envbuilder.errors import EnvbuilderError
 from envbuilder.values import Value
 
 SCHEMA_VERSION = 1
-PACKAGED_MATRIX = Path(__file__).parent / "data" / "compatibility.json"
+PACKAGED_MATRIX = Path(__file__).resolve().parents[1] / "data" / "compatibility.json"
 
 FLAVOR_RE = re.compile(r"^(cpu|default|cu(?P<cu>\d{3})|rocm(?P<rocm>\d+\.\d+(\.\d+)?))$")
 OsName = Literal["linux", "windows", "macos"]

@@ -272,7 +272,7 @@ class MetricPattern(ConfigValue):
 
     @property
     def spec(self) -> str | tuple[str, str]:
-        """The form envbuilder.metrics.parse_metrics takes as an extra pattern."""
+        """The form envbuilder.run.metrics.parse_metrics takes as an extra pattern."""
         return (self.name, self.pattern) if self.name else self.pattern
 
 

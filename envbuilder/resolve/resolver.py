@@ -27,12 +27,12 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from envbuilder.errors import EXIT_CONFLICT, EXIT_USAGE, EnvbuilderError, ResolveConflict
-from envbuilder.host import HostInfo
-from envbuilder.matrix import (ComputeCapability, CudaMinorCompat, CudaToolkit, Matrix, TorchBuild, TorchRelease,
+from envbuilder.host.probes import HostInfo
+from envbuilder.resolve.matrix import (ComputeCapability, CudaMinorCompat, CudaToolkit, Matrix, TorchBuild, TorchRelease,
                                flavor_cuda, flavor_kind, flavor_rocm)
-from envbuilder.plan import PackageChoice, Plan, PlanStatus, ResolveRequest, Target, TargetFlags, TorchChoice
-from envbuilder.project import IndexDecl, ProjectSpec, target_environment
-from envbuilder.wheelindex import IndexSnapshot, parse_wheel_filename, platform_matches
+from envbuilder.resolve.plan import PackageChoice, Plan, PlanStatus, ResolveRequest, Target, TargetFlags, TorchChoice
+from envbuilder.project.inspect import IndexDecl, ProjectSpec, target_environment
+from envbuilder.index.snapshot import IndexSnapshot, parse_wheel_filename, platform_matches
 
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 ONNXRUNTIME = ("onnxruntime", "onnxruntime-gpu")

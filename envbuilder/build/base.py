@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuilder.docker import Docker
+from envbuilder.docker.engine import Docker
 from envbuilder.errors import EXIT_DOCKER, DockerError, EnvbuilderError
 from envbuilder.proc import run_command
 from envbuilder.render import LABEL_PREFIX
@@ -212,7 +212,7 @@ class EngineStatus:
 
 def engine_status(docker_binary: str | None = None) -> EngineStatus:
     """Whether an engine answers, its version, and which client would run builds."""
-    from envbuilder.docker import find_build_cli
+    from envbuilder.docker.engine import find_build_cli
 
     probe = run_command([docker_binary or "docker", "version", "--format", "{{.Server.Version}}"], timeout=20)
     if not probe.ok:
