@@ -1,4 +1,4 @@
-"""envbuilder.docker.engine's container lifecycle over both transports: the stdlib socket client and the docker SDK.
+"""The Engine's container lifecycle over both transports: the stdlib socket client and the docker SDK.
 
 The pure parts (transport choice, API version, sizes, stream frames) run without an engine; a fake engine on
 a unix socket (http.server) checks error mapping, version negotiation, chunked frames and stale keep-alive
@@ -9,6 +9,7 @@ expect the same answers from both.
 from __future__ import annotations
 
 import http.server
+import inspect
 import json
 import os
 import socket
@@ -19,15 +20,13 @@ import uuid
 
 import pytest
 
-from envbuilder.docker.engine import (
-    PREFERRED_API_VERSION,
-    Docker,
-    demux_frames,
-    local_socket,
-    pick_api_version,
-    size_bytes,
-)
-from envbuilder.errors import DockerError
+from envbuilder.docker.base_engine import shm_bytes, split_ref
+from envbuilder.docker.engine import Docker, Engine, local_socket
+from envbuilder.docker.sdk_engine import SdkEngine
+from envbuilder.docker.socket_engine import PREFERRED_API_VERSION, SocketEngine, pick_api_version
+from envbuilder.docker.streams import demux_stream_frames, split_lines
+from envbuilder.errors import DockerError, EnvbuilderError
+from support.fake_engine import FakeEngine
 
 TRANSPORTS = ("socket", "sdk")
 LABEL = "org.envbuilder.test-engine"
@@ -63,11 +62,11 @@ def test_local_socket_only_for_a_plain_local_engine(unix_socket, tmp_path):
 
 def test_transport_follows_the_environment(unix_socket, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{unix_socket}")
-    assert Docker().transport == "socket" and Docker().engine.path == unix_socket
+    assert Docker().transport == "socket" and Docker().path == unix_socket
     assert Docker(transport="sdk").transport == "sdk"
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
     assert Docker().transport == "sdk"
-    assert Docker(transport="socket").engine.path == "/var/run/docker.sock"
+    assert Docker(transport="socket").path == "/var/run/docker.sock"
     with pytest.raises(ValueError):
         Docker(transport="http")
 
@@ -87,30 +86,76 @@ def test_api_version(server, server_min, expected):
     ("2g", 2 << 30), ("512m", 512 << 20), ("64MiB", 64 << 20), ("1.5g", 3 << 29), ("100", 100), ("100b", 100),
     ("4 k", 4096), ("2GB", 2 << 30), (1234, 1234),
 ])
-def test_size_bytes(text, expected):
-    assert size_bytes(text) == expected
+def test_shm_bytes(text, expected):
+    assert shm_bytes(text) == expected
 
 
-def test_size_bytes_refuses_nonsense():
-    with pytest.raises(DockerError) as err:
-        size_bytes("lots")
+def test_shm_bytes_refuses_nonsense():
+    with pytest.raises(EnvbuilderError) as err:
+        shm_bytes("lots")
     assert err.value.code == "bad-size"
 
 
 def test_demux_frames_keeps_partial_frames_for_the_next_chunk():
     stream = frame(b"out 1\n") + frame(b"err 1\n", 2) + frame(b"") + frame(b"out 2")
     buffer = bytearray()
-    payloads = []
+    frames = []
     for cut in range(0, len(stream), 5):  # 5-byte chunks: headers and payloads split anywhere
         buffer += stream[cut : cut + 5]
-        payloads.append(demux_frames(buffer))
-    assert b"".join(payloads) == b"out 1\nerr 1\nout 2" and buffer == bytearray()
+        frames += demux_stream_frames(buffer)
+    assert frames == [(1, b"out 1\n"), (2, b"err 1\n"), (1, b""), (1, b"out 2")] and buffer == bytearray()
+
+
+def test_split_ref_keeps_a_registry_port_in_the_repository():
+    assert split_ref("envbuilder/x:1") == ("envbuilder/x", "1")
+    assert split_ref("envbuilder/x") == ("envbuilder/x", "latest")
+    assert split_ref("localhost:5000/x") == ("localhost:5000/x", "latest")
+    assert split_ref("localhost:5000/x:2") == ("localhost:5000/x", "2")
+
+
+# --- one interface: both engines and the shared test fake implement every operation alike -----------------
+
+
+def _parameters(fn) -> list[tuple]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def _protocol_methods() -> list[str]:
+    return [name for name, value in vars(Engine).items() if not name.startswith("_") and callable(value)]
+
+
+@pytest.mark.parametrize("implementation", [SocketEngine, SdkEngine, FakeEngine], ids=lambda cls: cls.__name__)
+def test_every_engine_implements_the_whole_protocol(implementation):
+    assert len(_protocol_methods()) >= 15 and "transport" in vars(Engine)
+    for name in _protocol_methods():
+        assert _parameters(getattr(implementation, name)) == _parameters(getattr(Engine, name)), name
+    assert hasattr(implementation, "transport")
+
+
+def test_open_engine_returns_an_engine_of_the_chosen_transport(unix_socket, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{unix_socket}")
+    assert isinstance(Docker(), SocketEngine) and isinstance(Docker(transport="sdk"), SdkEngine)
+
+
+def test_fake_engine_scripts_containers_and_records_calls():
+    fake = FakeEngine()
+    fake.add_image("img:1", labels={"org.envbuilder.python": "3.11"})
+    fake.script(["epoch 1", "done"], 3)
+    assert fake.run_once("img:1", ["python", "train.py"]) == (3, ["epoch 1", "done"])
+    assert fake.image_inspect("img:1")["Config"]["Labels"] == {"org.envbuilder.python": "3.11"}
+    container = fake.run_detached("img:1", ["sleep", "60"], labels={"run": "r1"})
+    assert fake.containers_labelled("run", "r1") == [container]
+    fake.stop(container, 2)
+    assert fake.container_state(container)["ExitCode"] == 143 and fake.wait(container) == 143
+    fake.remove_container(container)
+    assert fake.container_state(container) is None
+    assert ("stop", container, 2) in fake.calls and fake.calls[0] == ("run_detached", "img:1", ["python", "train.py"])
 
 
 # --- a fake engine on a unix socket: the HTTP side of the socket client ------------------------------------
 
 
-class FakeEngine(http.server.BaseHTTPRequestHandler):
+class FakeEngineServer(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     routes: dict = {}
     seen: list = []
@@ -148,14 +193,14 @@ class FakeEngine(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_engine(tmp_path, monkeypatch):
     path = str(tmp_path / "fake.sock")
-    FakeEngine.seen, FakeEngine.drop_after_response = [], False
-    FakeEngine.routes = {("GET", "/version"): (200, {"ApiVersion": "1.52", "MinAPIVersion": "1.44"})}
-    server = socketserver.ThreadingUnixStreamServer(path, FakeEngine)
+    FakeEngineServer.seen, FakeEngineServer.drop_after_response = [], False
+    FakeEngineServer.routes = {("GET", "/version"): (200, {"ApiVersion": "1.52", "MinAPIVersion": "1.44"})}
+    server = socketserver.ThreadingUnixStreamServer(path, FakeEngineServer)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-    yield FakeEngine
+    yield FakeEngineServer
     server.shutdown()
     server.server_close()
 
@@ -264,6 +309,13 @@ def run_to_end(docker, image, command, **kwargs) -> tuple[list[str], int, str]:
     return lines, docker.wait(container), container
 
 
+def lines_after_exit(docker, container) -> tuple[int, list[str]]:
+    code = docker.wait(container)
+    lines: list[str] = []
+    docker.stream_logs(container, lines.append)
+    return code, lines
+
+
 @pytest.mark.docker
 def test_lifecycle_output_and_exit_code(docker, image):
     lines, code, container = run_to_end(docker, image, ["sh", "-c", "echo out; echo err >&2; exit 7"])
@@ -277,10 +329,7 @@ def test_logs_of_an_exited_container_end_with_its_last_partial_line(docker, imag
     # Read after the exit (as base.py's probe does): a followed stream may end before the engine has logged
     # a last line without a newline, with either transport (moby/moby#43860).
     container = docker.run_detached(image, ["sh", "-c", "echo first; printf 'no newline'"])
-    assert docker.wait(container) == 0
-    lines: list[str] = []
-    docker.stream_logs(container, lines.append)
-    assert lines == ["first", "no newline"]
+    assert lines_after_exit(docker, container) == (0, ["first", "no newline"])
 
 
 @pytest.mark.docker
@@ -301,10 +350,7 @@ def test_ten_thousand_lines_arrive_in_order(docker, image):
     # Read after the exit: on a loaded Docker 20.10 a followed stream can end at the exit before the engine has
     # sent every logged line, with either transport (moby/moby#43860 is the partial-last-line case of it).
     container = docker.run_detached(image, ["seq", "1", "10000"])
-    assert docker.wait(container) == 0
-    lines: list[str] = []
-    docker.stream_logs(container, lines.append)
-    assert lines == [str(i) for i in range(1, 10001)]
+    assert lines_after_exit(docker, container) == (0, [str(i) for i in range(1, 10001)])
 
 
 @pytest.mark.docker
@@ -386,12 +432,25 @@ def test_containers_by_label(docker, image):
 @pytest.mark.docker
 def test_missing_image(docker):
     missing = f"envbuilder-test/missing-{uuid.uuid4().hex[:8]}:latest"
-    assert docker.image_inspect(missing) is None and not docker.image_exists(missing)
+    assert docker.image_inspect(missing) is None
     with pytest.raises(DockerError) as err:
         docker.run_detached(missing, ["true"])
     # No registry here: the pull `docker run` makes fails as unreachable; with one, the image is not found.
     assert err.value.code in ("registry-unreachable", "image-not-found")
     assert f"starting a container of {missing}" in err.value.message
+
+
+@pytest.mark.docker
+def test_tag_and_remove_an_image(docker, image):
+    ref = f"envbuilder-test/tagged-{uuid.uuid4().hex[:8]}:v1"
+    image_id = docker.image_inspect(image)["Id"]
+    docker.tag(image_id, ref)
+    try:
+        assert docker.image_inspect(ref)["Id"] == image_id
+    finally:
+        docker.remove_image(ref)
+    assert docker.image_inspect(ref) is None
+    docker.remove_image(ref)  # gone: no error
 
 
 @pytest.mark.docker
@@ -411,10 +470,7 @@ def test_both_transports_see_one_engine(image):
     socket_client, sdk = Docker(transport="socket"), Docker(transport="sdk")
     container = socket_client.run_detached(image, ["sh", "-c", "echo made by the socket client"], labels={LABEL: "both"})
     try:
-        assert sdk.wait(container) == 0
-        lines: list[str] = []
-        sdk.stream_logs(container, lines.append)
-        assert lines == ["made by the socket client"]
+        assert lines_after_exit(sdk, container) == (0, ["made by the socket client"])
     finally:
         sdk.remove_container(container)
     assert socket_client.container_state(container) is None
@@ -422,16 +478,12 @@ def test_both_transports_see_one_engine(image):
 
 
 def test_lines_are_split_per_stream_so_a_partial_stdout_line_is_not_glued_to_stderr():
-    from envbuilder.docker.engine import _split_lines
-
     frames = [(1, b"epoch 1 loss="), (2, b"warning: slow\n"), (1, b"0.5\nlast"), (2, b"tail")]
-    assert list(_split_lines(frames)) == ["warning: slow", "epoch 1 loss=0.5", "last", "tail"]
+    assert list(split_lines(frames)) == ["warning: slow", "epoch 1 loss=0.5", "last", "tail"]
 
 
 @pytest.mark.docker
 def test_a_real_container_keeps_stdout_and_stderr_lines_whole(image):
-    from envbuilder.docker.engine import Docker
-
     script = ("import sys, time\nsys.stdout.write('loss='); sys.stdout.flush(); time.sleep(0.2)\n"
               "sys.stderr.write('warning\\n'); sys.stderr.flush(); time.sleep(0.2)\nprint('0.25')")
     code, lines = Docker(transport="socket").run_once(image, ["python3", "-c", script])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from envbuilder.errors import EXIT_DOCKER, diagnose_docker
+from envbuilder.docker.diagnose import diagnose_docker
+from envbuilder.errors import EXIT_DOCKER
 
 CASES = [
     ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", "docker-not-running"),

@@ -1,0 +1,139 @@
+"""`EngineBase`: what both engines (socket_engine.SocketEngine, sdk_engine.SdkEngine) share on top of their own
+primitives: output split into lines, following a container to its exit with the re-read that makes up for
+moby/moby#43860, throwaway containers, BuildKit builds; and the request values both translate alike (GPU count,
+shm size, image reference). Must not import the docker SDK, requests, urllib3 or the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from envbuilder.docker.streams import demuxed, split_lines
+from envbuilder.errors import EnvbuilderError
+from envbuilder.quantities import parse_size_bytes
+
+if TYPE_CHECKING:
+    from envbuilder.docker.buildkit import BuildCli, BuildRequest
+    from envbuilder.proc import CommandResult
+
+
+def gpu_count(gpus: str | int | None) -> int | None:
+    """A run's GPU request as the Engine API's DeviceRequest count: None for no GPUs, -1 for all."""
+    if gpus in (None, "none", 0):
+        return None
+    return -1 if gpus == "all" else int(gpus)
+
+
+def shm_bytes(size: str | int) -> int:
+    """A container's shared memory size in bytes; a typo is an EnvbuilderError (bad-size) naming the syntax."""
+    try:
+        return parse_size_bytes(size)
+    except ValueError:
+        raise EnvbuilderError("bad-size", f"invalid size {size!r}", "use Docker's size syntax, like 512m or 2g") from None
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference; a registry's port (host:5000/x) is not a tag."""
+    repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    return repo, tag
+
+
+class EngineBase(ABC):
+    """What both engines share on top of their primitives (run_detached, wait, remove_container, _log_chunks):
+    output split into lines, following a container to its exit, throwaway containers and BuildKit builds."""
+
+    def __init__(self, *, docker_binary: str | None, timeout: int | None) -> None:
+        self._docker_binary = docker_binary
+        self._timeout = timeout
+        # container id -> its multiplexed output, attached before start (only the socket engine attaches)
+        self._attached: dict[str, Iterator[bytes]] = {}
+
+    @abstractmethod
+    def _log_chunks(self, container_id: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
+        """The container's output as (stream, bytes) pieces: 1 stdout, 2 stderr, 0 when they come joined."""
+
+    @abstractmethod
+    def run_detached(self, image: str, command: list[str], **options: Any) -> str: ...
+
+    @abstractmethod
+    def wait(self, container_id: str) -> int: ...
+
+    @abstractmethod
+    def remove_container(self, container_id: str) -> None: ...
+
+    def _drop_attached(self, container_id: str) -> None:
+        stream = self._attached.pop(container_id, None)
+        if stream is not None:
+            stream.close()  # closes its connection: a half-read stream is never reused
+
+    def stream_logs(self, container_id: str, on_line: Callable[[str], None]) -> None:
+        """Follow the container's output (stdout and stderr) until it exits, calling on_line for each line.
+
+        A loaded engine can end the follow at the container's exit before sending the last lines
+        (moby/moby#43860): callers that need every line use follow_to_exit.
+        """
+        for line in split_lines(self._log_chunks(container_id, follow=True)):
+            on_line(line)
+
+    def log_lines(self, container_id: str) -> list[str]:
+        return list(split_lines(self._log_chunks(container_id, follow=False)))
+
+    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None]) -> int:
+        """Stream the container's lines until it exits, then pass on any the follow dropped; its exit code.
+
+        Output attached before start (run_detached(attach=True) on the socket engine) holds every line. A logs
+        follow can end at the container's exit before sending the last lines (moby/moby#43860), which is where
+        results and final metrics are printed: the whole output is read once more and what the follow missed
+        (checked by a digest of the prefix, so a different output is never spliced on) is passed on in order.
+        """
+        attached = self._attached.pop(container_id, None)
+        if attached is not None:
+            for line in split_lines(demuxed(attached)):
+                on_line(line)
+            return self.wait(container_id)
+        seen = hashlib.sha256()
+        count = 0
+
+        def forward(line: str) -> None:
+            nonlocal count
+            seen.update(line.encode("utf-8", "surrogatepass") + b"\n")
+            count += 1
+            on_line(line)
+
+        self.stream_logs(container_id, forward)
+        code = self.wait(container_id)
+        everything = self.log_lines(container_id)
+        prefix = hashlib.sha256()
+        for line in everything[:count]:
+            prefix.update(line.encode("utf-8", "surrogatepass") + b"\n")
+        if len(everything) > count and prefix.digest() == seen.digest():
+            for line in everything[count:]:
+                on_line(line)
+        return code
+
+    def run_once(self, image: str, command: list[str], **run_options: Any) -> tuple[int, list[str]]:
+        """Run a throwaway container to completion: (exit code, every output line). It is removed afterwards."""
+        container = self.run_detached(image, command, attach=True, **run_options)
+        lines: list[str] = []
+        try:
+            return self.follow_to_exit(container, lines.append), lines
+        finally:
+            self.remove_container(container)
+
+    @cached_property
+    def build_cli(self) -> BuildCli:
+        from envbuilder.docker.buildkit import find_build_cli
+
+        return find_build_cli(self._docker_binary)
+
+    def build(self, request: BuildRequest, *, on_line: Callable[[str], None],
+              timeout: float | None = None) -> CommandResult:
+        """Run one BuildKit build through the docker CLI, whichever engine runs containers."""
+        from envbuilder.docker.buildkit import run_build
+
+        return run_build(self.build_cli, request, on_line=on_line, timeout=timeout)
+

@@ -1,0 +1,342 @@
+"""The local engine over its unix socket, on the standard library: `EngineSocket` (JSON over HTTP/1.1, the API
+version negotiated once) and `SocketEngine`, the Engine (see engine.py) built on it.
+
+Chosen for a local, plain engine because the docker SDK's import alone (requests, urllib3) costs more than
+everything else `envbuilder run --image` adds to a `docker run`. Pulling (which needs the registry auth the SDK
+reads) and `docker import` (a streamed tarball upload) are handed to the SDK engine, loaded only then.
+Must not import the docker SDK, requests or urllib3 at module level, nor the CLI.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from envbuilder.docker.diagnose import diagnose_docker
+from envbuilder.docker.base_engine import EngineBase, gpu_count, shm_bytes, split_ref
+from envbuilder.docker.streams import demuxed
+from envbuilder.errors import DockerError
+
+# The Engine API version these requests were written against: Docker 20.10's. Every field used here
+# (DeviceRequests since 1.40, Init since 1.25) means the same in later versions.
+PREFERRED_API_VERSION = "1.41"
+_LOG_READ_BYTES = 1 << 16
+
+
+def pick_api_version(server: str | None, server_min: str | None) -> str:
+    """The API version to speak: ours (1.41) when the engine accepts it, else the nearest it accepts."""
+    def key(version: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+    if server and key(server) < key(PREFERRED_API_VERSION):
+        return server
+    if server_min and key(server_min) > key(PREFERRED_API_VERSION):
+        return server_min
+    return PREFERRED_API_VERSION
+
+
+@functools.cache
+def _unix_connection_class() -> type:
+    import http.client  # deferred: ~20 ms, and only commands that talk to the engine need it
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        """HTTP/1.1 over a unix socket (keep-alive as usual; the host name is only for the Host header)."""
+
+        def __init__(self, path: str, timeout: float | None) -> None:
+            super().__init__("localhost", timeout=timeout)
+            self.socket_path = path
+            self.requests = 0
+
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+
+    return UnixHTTPConnection
+
+
+class EngineSocket:
+    """A minimal Docker Engine API client on the standard library: JSON over HTTP/1.1 on the engine's unix
+    socket, idle connections kept alive for reuse (one per request in flight, so threads may share it), the
+    API version negotiated once (GET /version). Errors: HTTP status >= 400 becomes a diagnosed DockerError
+    naming what was being done, with 404 answered as None where the caller asks for it (missing_ok)."""
+
+    def __init__(self, path: str, *, timeout: float | None = 120) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    @cached_property
+    def version(self) -> str:
+        info = self.call("GET", "/version", what="connecting to Docker", versioned=False) or {}
+        return pick_api_version(info.get("ApiVersion"), info.get("MinAPIVersion"))
+
+    def call(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None, body: Any = None,
+             timeout: float | None | str = "default", missing_ok: bool = False, versioned: bool = True) -> Any:
+        """One request; its JSON answer (None for an empty one, or for a 404 when missing_ok)."""
+        response, conn = self._send(method, path, what=what, query=query, body=body, timeout=timeout, versioned=versioned)
+        try:
+            data = response.read()
+        except OSError as exc:  # timed out, or the engine went away
+            conn.close()
+            raise self._unreachable(exc, what) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._release(conn, response)
+        if response.status >= 400:
+            if response.status == 404 and missing_ok:
+                return None
+            raise diagnose_docker(_error_message(response.status, data), what=what)
+        return json.loads(data) if data.strip() else None
+
+    def stream(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None) -> Iterator[bytes]:
+        """A streaming request (no read timeout): its body as it arrives, chunked transfer decoded."""
+        response, conn = self._send(method, path, what=what, query=query, body=None, timeout=None, versioned=True)
+        if response.status >= 400:
+            data = response.read()
+            self._release(conn, response)
+            raise diagnose_docker(_error_message(response.status, data), what=what)
+        return self._body(response, conn)
+
+    def _body(self, response: Any, conn: Any) -> Iterator[bytes]:
+        import http.client
+
+        try:
+            while True:
+                try:
+                    chunk = response.read1(_LOG_READ_BYTES)
+                except http.client.IncompleteRead as exc:  # the engine went away mid-stream
+                    chunk, response = exc.partial, None
+                if chunk:
+                    yield chunk
+                if not chunk or response is None:
+                    break
+        except BaseException:  # the caller stopped reading (Ctrl-C, an error): never reuse a half-read stream
+            conn.close()
+            raise
+        if response is None:
+            conn.close()
+        else:
+            self._release(conn, response)
+
+    def _send(self, method, path, *, what, query, body, timeout, versioned):
+        import http.client
+        from urllib.parse import urlencode
+
+        url = (f"/v{self.version}{path}" if versioned else path) + (f"?{urlencode(query)}" if query else "")
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        for attempt in (1, 2):
+            conn = self._acquire(self.timeout if timeout == "default" else timeout)
+            reused = conn.requests > 0
+            try:
+                conn.request(method, url, body=payload, headers=headers)
+                conn.requests += 1
+                return conn.getresponse(), conn
+            except (ConnectionResetError, BrokenPipeError) as exc:  # RemoteDisconnected is a ConnectionResetError
+                conn.close()
+                if reused and attempt == 1:  # the engine closed an idle keep-alive connection: one fresh try
+                    continue
+                raise self._unreachable(exc, what) from None
+            except (OSError, http.client.HTTPException) as exc:  # no socket, refused, permission denied, timed out
+                conn.close()
+                raise self._unreachable(exc, what) from None
+        raise AssertionError("unreachable")
+
+    def _unreachable(self, exc: BaseException, what: str) -> DockerError:
+        if isinstance(exc, PermissionError):
+            text = f"permission denied while trying to connect to the Docker daemon socket at unix://{self.path}"
+        elif isinstance(exc, TimeoutError):
+            text = f"the Docker engine at unix://{self.path} did not answer in time ({exc})"
+        else:
+            text = f"Cannot connect to the Docker daemon at unix://{self.path}. Is the docker daemon running? ({exc})"
+        return diagnose_docker(text, what=what)
+
+    def _acquire(self, timeout: float | None) -> Any:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = _unix_connection_class()(self.path, timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _release(self, conn: Any, response: Any) -> None:
+        if response.will_close or conn.sock is None:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
+
+def _error_message(status: int, data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or text or f"HTTP {status}")
+
+
+def _quote(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part, safe="/:@")
+
+
+class SocketEngine(EngineBase):
+    """The Engine over the local socket (see EngineSocket); pulls and imports through the SDK engine."""
+
+    transport = "socket"
+
+    def __init__(self, path: str, *, docker_binary: str | None = None, timeout: int | None = 120) -> None:
+        super().__init__(docker_binary=docker_binary, timeout=timeout)
+        self.path = path
+        self.api = EngineSocket(path, timeout=timeout)
+
+    @cached_property
+    def _sdk(self) -> Any:
+        from envbuilder.docker.sdk_engine import SdkEngine
+
+        return SdkEngine(docker_binary=self._docker_binary, timeout=self._timeout)
+
+    @property
+    def client(self) -> Any:
+        """The docker SDK client (imported on first use), as SdkEngine.client: for what the Engine does not cover."""
+        return self._sdk.client
+
+    def ping(self) -> None:
+        self.api.version  # noqa: B018 - the first request negotiates the API version
+
+    def image_inspect(self, ref: str) -> dict | None:
+        return self.api.call("GET", f"/images/{_quote(ref)}/json", what=f"inspecting {ref}", missing_ok=True)
+
+    def tag(self, image: str, ref: str) -> None:
+        repo, tag = split_ref(ref)
+        self.api.call("POST", f"/images/{_quote(image)}/tag", what=f"tagging {ref}", query={"repo": repo, "tag": tag})
+
+    def import_image(self, tarball: Path, ref: str, *, changes: Iterable[str] = ()) -> str:
+        return self._sdk.import_image(tarball, ref, changes=changes)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.api.call("DELETE", f"/images/{_quote(ref)}", what=f"removing {ref}", query={"force": int(force)},
+                      missing_ok=True)
+
+    def run_detached(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str | None = None,
+        mounts: Iterable[tuple[str, str, bool]] = (),  # (host path, container path, read_only)
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        gpus: str | int | None = None,  # "all", a count, or None
+        shm_size: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        network: str | None = None,
+        attach: bool = False,
+    ) -> str:
+        """Start a container in the background and return its id. An image that is not here is pulled first.
+
+        attach: attach to its output before it starts, as `docker run` does, so that follow_to_exit gets every
+        line from that stream (a logs follow on a loaded engine can end before the last lines, moby/moby#43860).
+        """
+        what = f"starting a container of {image}"
+        body = _create_body(image, command, mounts=mounts, env=env, user=user, workdir=workdir, gpus=gpus,
+                            shm_size=shm_size, labels=labels, network=network, attach=attach)
+        query = {"name": name} if name else None
+        created = self.api.call("POST", "/containers/create", what=what, query=query, body=body, missing_ok=True)
+        if created is None:  # 404: no such image here; `docker run` pulls it (with the SDK's registry auth)
+            self._sdk.pull(image, what=what)
+            created = self.api.call("POST", "/containers/create", what=what, query=query, body=body)
+        container_id = created["Id"]
+        if attach:
+            self._attached[container_id] = self.api.stream(
+                "POST", f"/containers/{container_id}/attach", what=what, query={"stream": 1, "stdout": 1, "stderr": 1})
+        try:
+            self.api.call("POST", f"/containers/{container_id}/start", what=what)
+        except BaseException:
+            self._drop_attached(container_id)
+            raise
+        return container_id
+
+    def container_state(self, container_id: str) -> dict | None:
+        info = self.api.call("GET", f"/containers/{_quote(container_id)}/json", what="inspecting a container",
+                             missing_ok=True)
+        return None if info is None else info.get("State")
+
+    def _log_chunks(self, container_id: str, *, follow: bool) -> Iterator[tuple[int, bytes]]:
+        return demuxed(self.api.stream("GET", f"/containers/{_quote(container_id)}/logs", what="reading logs",
+                                       query={"follow": int(follow), "stdout": 1, "stderr": 1}))
+
+    def wait(self, container_id: str) -> int:
+        result = self.api.call("POST", f"/containers/{_quote(container_id)}/wait", what="waiting for a container",
+                               timeout=None)
+        return int((result or {}).get("StatusCode", -1))
+
+    def stop(self, container_id: str, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after the grace period (docker stop semantics). A gone container is no error."""
+        # The engine answers once the container is down: allow the grace period on top of the usual timeout.
+        timeout = None if self._timeout is None else self._timeout + int(grace_s)
+        self.api.call("POST", f"/containers/{_quote(container_id)}/stop", what="stopping a container",
+                      query={"t": int(grace_s)}, timeout=timeout, missing_ok=True)
+
+    def kill(self, container_id: str, signal: str = "KILL") -> None:
+        """`docker kill`: send the signal now. A gone container is no error; one that is not running is."""
+        self.api.call("POST", f"/containers/{_quote(container_id)}/kill", what="killing a container",
+                      query={"signal": signal}, missing_ok=True)
+
+    def remove_container(self, container_id: str) -> None:
+        """Remove it, running or not (force). A gone container is no error."""
+        self._drop_attached(container_id)
+        self.api.call("DELETE", f"/containers/{_quote(container_id)}", what="removing a container",
+                      query={"force": 1}, missing_ok=True)
+
+    def containers_labelled(self, key: str, value: str) -> list[str]:
+        found = self.api.call("GET", "/containers/json", what="listing containers",
+                              query={"all": 1, "filters": json.dumps({"label": [f"{key}={value}"]})})
+        return [item["Id"] for item in found or ()]
+
+
+def _create_body(image: str, command: list[str], *, mounts: Iterable[tuple[str, str, bool]],
+                 env: Mapping[str, str] | None, user: str | None, workdir: str | None, gpus: str | int | None,
+                 shm_size: str | None, labels: Mapping[str, str] | None, network: str | None,
+                 attach: bool) -> dict[str, Any]:
+    """The POST /containers/create body of `docker run --init` with these settings."""
+    host_config: dict[str, Any] = {
+        "Mounts": [{"Type": "bind", "Source": src, "Target": dst, "ReadOnly": ro} for src, dst, ro in mounts],
+        "NetworkMode": network or "default",
+        "Init": True,  # a real PID 1 forwards SIGTERM to the job and reaps its DataLoader workers
+    }
+    if shm_size is not None:
+        host_config["ShmSize"] = shm_bytes(shm_size)
+    count = gpu_count(gpus)
+    if count is not None:
+        host_config["DeviceRequests"] = [{"Driver": "", "Count": count, "DeviceIDs": None,
+                                          "Capabilities": [["gpu"]], "Options": {}}]
+    body: dict[str, Any] = {
+        "Image": image, "Cmd": list(command), "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+        "Labels": dict(labels or {}), "Tty": False, "OpenStdin": False,
+        "AttachStdin": False, "AttachStdout": attach, "AttachStderr": attach, "HostConfig": host_config,
+    }
+    if user:
+        body["User"] = user
+    if workdir:
+        body["WorkingDir"] = workdir
+    return body

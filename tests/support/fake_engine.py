@@ -1,0 +1,184 @@
+"""FakeEngine: the one in-memory stand-in for envbuilder.docker.engine.Engine, for tests that fake the Docker
+boundary. It records every call, keeps images (with labels) in a dict, replays scripted container output and
+exit codes, and replays scripted build lines. tests/test_docker_engine.py checks it implements every method of
+the Protocol with the same parameters, so it cannot drift from the real engines.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    image: str
+    command: list[str]
+    options: dict[str, Any]
+    lines: list[str]
+    exit_code: int
+    status: str = "running"
+
+
+@dataclass(frozen=True)
+class ScriptedRun:
+    """What a container prints and how it exits; `image` None: the next container of any image."""
+
+    lines: tuple[str, ...] = ()
+    exit_code: int = 0
+    image: str | None = None
+
+
+@dataclass
+class FakeEngine:
+    """images: ref -> inspect dict. A container runs to its scripted end as soon as something follows or waits
+    for it; one with no script prints nothing and exits 0. build_lines are replayed by every build, which then
+    raises build_error when set, else adds an image for the request's tag."""
+
+    images: dict[str, dict] = field(default_factory=dict)
+    build_lines: list[str] = field(default_factory=list)
+    build_error: BaseException | None = None
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    containers: dict[str, FakeContainer] = field(default_factory=dict)
+    builds: list[Any] = field(default_factory=list)
+    scripts: list[ScriptedRun] = field(default_factory=list)
+    transport: str = "fake"
+    _ids: Any = field(default_factory=lambda: itertools.count(1), repr=False)
+
+    # --- set-up ------------------------------------------------------------------------------------------
+    def add_image(self, ref: str, image_id: str | None = None, *, labels: Mapping[str, str] | None = None,
+                  env: Iterable[str] = ()) -> dict:
+        info = {"Id": image_id or f"sha256:{next(self._ids):064x}",
+                "Config": {"Labels": dict(labels or {}), "Env": list(env)}}
+        self.images[ref] = info
+        return info
+
+    def script(self, lines: Iterable[str] = (), exit_code: int = 0, *, image: str | None = None) -> None:
+        """The output and exit code of the next container (of `image`: of every container of that image)."""
+        self.scripts.append(ScriptedRun(tuple(lines), exit_code, image))
+
+    def _script_for(self, image: str) -> ScriptedRun:
+        for script in self.scripts:
+            if script.image == image:
+                return script
+        for index, script in enumerate(self.scripts):
+            if script.image is None:
+                return self.scripts.pop(index)
+        return ScriptedRun()
+
+    def _container(self, container_id: str) -> FakeContainer | None:
+        return self.containers.get(container_id)
+
+    def _finish(self, container: FakeContainer) -> None:
+        if container.status == "running":
+            container.status = "exited"
+
+    # --- the Engine --------------------------------------------------------------------------------------
+    def ping(self) -> None:
+        self.calls.append(("ping",))
+
+    def image_inspect(self, ref: str) -> dict | None:
+        self.calls.append(("image_inspect", ref))
+        return self.images.get(ref) or next((info for info in self.images.values() if info["Id"] == ref), None)
+
+    def tag(self, image: str, ref: str) -> None:
+        self.calls.append(("tag", image, ref))
+        info = self.images.get(image) or next(info for info in self.images.values() if info["Id"] == image)
+        self.images[ref] = info
+
+    def import_image(self, tarball: Path, ref: str, *, changes: Iterable[str] = ()) -> str:
+        self.calls.append(("import_image", Path(tarball), ref, tuple(changes)))
+        labels = dict(change[len("LABEL "):].split("=", 1) for change in changes if change.startswith("LABEL "))
+        return self.add_image(ref, labels=labels)["Id"]
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self.calls.append(("remove_image", ref, force))
+        self.images.pop(ref, None)
+
+    def build(self, request: Any, *, on_line: Callable[[str], None], timeout: float | None = None) -> Any:
+        self.calls.append(("build", request.tag))
+        self.builds.append(request)
+        for line in self.build_lines:
+            on_line(line)
+        if self.build_error is not None:
+            raise self.build_error
+        self.add_image(request.tag, f"sha256:{len(self.builds)}", labels=request.labels)
+        return None
+
+    def run_detached(self, image: str, command: list[str], *, name: str | None = None,
+                     mounts: Iterable[tuple[str, str, bool]] = (), env: Mapping[str, str] | None = None,
+                     user: str | None = None, workdir: str | None = None, gpus: str | int | None = None,
+                     shm_size: str | None = None, labels: Mapping[str, str] | None = None,
+                     network: str | None = None, attach: bool = False) -> str:
+        options = {"name": name, "mounts": list(mounts), "env": dict(env or {}), "user": user, "workdir": workdir,
+                   "gpus": gpus, "shm_size": shm_size, "labels": dict(labels or {}), "network": network}
+        container_id = f"{next(self._ids):064x}"
+        self.calls.append(("run_detached", image, list(command)))
+        script = self._script_for(image)
+        self.containers[container_id] = FakeContainer(container_id, image, list(command), options,
+                                                      list(script.lines), script.exit_code)
+        return container_id
+
+    def run_once(self, image: str, command: list[str], **run_options: Any) -> tuple[int, list[str]]:
+        container = self.run_detached(image, command, attach=True, **run_options)
+        lines: list[str] = []
+        try:
+            return self.follow_to_exit(container, lines.append), lines
+        finally:
+            self.remove_container(container)
+
+    def container_state(self, container_id: str) -> dict | None:
+        self.calls.append(("container_state", container_id))
+        container = self._container(container_id)
+        if container is None:
+            return None
+        return {"Status": container.status, "ExitCode": container.exit_code if container.status == "exited" else 0,
+                "Running": container.status == "running"}
+
+    def stream_logs(self, container_id: str, on_line: Callable[[str], None]) -> None:
+        self.calls.append(("stream_logs", container_id))
+        for line in self.log_lines(container_id):
+            on_line(line)
+        container = self._container(container_id)
+        if container is not None:
+            self._finish(container)
+
+    def log_lines(self, container_id: str) -> list[str]:
+        container = self._container(container_id)
+        return list(container.lines) if container is not None else []
+
+    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None]) -> int:
+        self.stream_logs(container_id, on_line)
+        return self.wait(container_id)
+
+    def wait(self, container_id: str) -> int:
+        self.calls.append(("wait", container_id))
+        container = self._container(container_id)
+        if container is None:
+            return -1
+        self._finish(container)
+        return container.exit_code
+
+    def stop(self, container_id: str, grace_s: float = 10.0) -> None:
+        self.calls.append(("stop", container_id, grace_s))
+        container = self._container(container_id)
+        if container is not None and container.status == "running":
+            container.status, container.exit_code = "exited", 143
+
+    def kill(self, container_id: str, signal: str = "KILL") -> None:
+        self.calls.append(("kill", container_id, signal))
+        container = self._container(container_id)
+        if container is not None and container.status == "running":
+            container.status, container.exit_code = "exited", 137
+
+    def remove_container(self, container_id: str) -> None:
+        self.calls.append(("remove_container", container_id))
+        self.containers.pop(container_id, None)
+
+    def containers_labelled(self, key: str, value: str) -> list[str]:
+        self.calls.append(("containers_labelled", key, value))
+        return [c.id for c in self.containers.values() if c.options["labels"].get(key) == value]
