@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from envbuilder.resolve.matrix_update import update_matrix
+from envbuilder.index.matrix_update import update_matrix
 from envbuilder.errors import EnvbuilderError
 from envbuilder.resolve.matrix import PACKAGED_MATRIX
 from envbuilder.settings import Settings
@@ -111,7 +111,7 @@ def test_update_refuses_plain_http(tmp_path):
 
 
 def test_update_refuses_oversized_file(tmp_path, monkeypatch):
-    import envbuilder.resolve.matrix_update as compat
+    import envbuilder.index.matrix_update as compat
 
     monkeypatch.setattr(compat, "MAX_MATRIX_BYTES", 10)
     big = _matrix_file(tmp_path)

@@ -27,7 +27,6 @@ name = "cifar"
 
 [tool.envbuilder]
 system-packages = ["libgl1", "ffmpeg"]
-python = "3.12"
 pipeline = ["train", "export"]
 
 [tool.envbuilder.jobs.train]
@@ -112,10 +111,10 @@ def test_snake_case_keys_are_accepted(tmp_path):
 
 
 def test_envbuilder_toml_wins_with_a_note(tmp_path):
-    write(tmp_path, '[tool.envbuilder]\npython = "3.10"\n')
-    write(tmp_path, 'python = "3.12"\n', name="envbuilder.toml")
+    write(tmp_path, '[tool.envbuilder]\nsystem-packages = ["git"]\n')
+    write(tmp_path, 'system-packages = ["ffmpeg"]\n', name="envbuilder.toml")
     config = load_config(tmp_path)
-    assert config.python == "3.12" and config.source == "envbuilder.toml"
+    assert config.system_packages == ("ffmpeg",) and config.source == "envbuilder.toml"
     assert any("envbuilder.toml" in note and "ignoring" in note for note in config.notes)
 
 
@@ -128,7 +127,7 @@ def test_no_config_is_an_empty_config(tmp_path):
 BAD = """
 [tool.envbuilder]
 system-packages = ["libgl1", "Bad_Pkg"]
-python = "three"
+python = "3.12"
 pipeline = ["train", "nope"]
 
 [tool.envbuilder.jobs.train]
@@ -255,7 +254,7 @@ def test_json_schema_describes_the_job_fields():
     text = json.dumps(schema)  # it is JSON
     assert json.loads(text) == schema
     assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"system-packages", "python", "jobs", "pipeline"}
+    assert set(schema["properties"]) == {"system-packages", "jobs", "pipeline"}
     job = schema["$defs"]["Job"]
     assert {"command", "description", "mounts", "artifacts", "env", "gpus", "shm-size", "workdir", "metrics",
             "resume-arg", "needs", "timeout", "exports"} <= set(job["properties"])

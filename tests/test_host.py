@@ -1,5 +1,5 @@
 """Host detection: the pure parsers on captured outputs (tests/data/host/), then detect_host() against fake
-programs on PATH and a fake root directory. Nothing in envbuilder.host.probes is patched."""
+programs on PATH and a fake root directory. Nothing in envbuilder.host is patched."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from envbuilder.errors import ProbeError
-from envbuilder.host.probes import (
+from envbuilder.host.parsers import (
     NVIDIA_QUERY_FIELDS,
     NVIDIA_QUERY_FIELDS_NO_CC,
-    HostInfo,
-    detect_host,
     is_wsl,
     normalise_arch,
     normalise_os,
@@ -27,6 +25,8 @@ from envbuilder.host.probes import (
     parse_rocm_version,
     parse_rocminfo,
 )
+from envbuilder.host.probes import detect_host
+from envbuilder.host.types import HostInfo
 
 HOST_DATA = Path(__file__).parent / "data" / "host"
 CAT = shutil.which("cat")

@@ -67,7 +67,7 @@ def test_unknown_extra_is_one_line(cli):
 def test_malformed_toml_is_one_line_without_traceback(cli):
     result = cli("inspect", str(PROJECTS / "malformed-toml"), "--json")
     assert result.exit_code == 1
-    assert result.stdout == ""
+    assert json.loads(result.stdout)["code"] == "project-invalid-toml"  # --json: the error as JSON on stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].startswith("envbuilder: project-invalid-toml: pyproject.toml:6:") and "Hint:" in lines[0]
@@ -75,7 +75,7 @@ def test_malformed_toml_is_one_line_without_traceback(cli):
 
 def test_hostile_url_is_one_line_without_traceback(cli):
     result = cli("inspect", "ext::sh -c touch% /tmp/pwned", "--json")
-    assert result.exit_code == 1 and result.stdout == ""
+    assert result.exit_code == 1 and json.loads(result.stdout)["code"] == "unsafe-git-url"
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("envbuilder: unsafe-git-url:")
 

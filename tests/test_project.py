@@ -9,16 +9,12 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from envbuilder.errors import ProjectError
-from envbuilder.project.inspect import (
-    ProjectSource,
-    ProjectSpec,
-    inspect_project,
-    read_pyproject,
-    read_requirements,
-    read_setup_py,
-    target_environment,
-    torch_family,
-)
+from envbuilder.project.inspect import inspect_project
+from envbuilder.project.markers import target_environment
+from envbuilder.project.pyproject import read_pyproject
+from envbuilder.project.requirements import read_requirements
+from envbuilder.project.setuptools import read_setup_py
+from envbuilder.project.spec import ProjectSource, ProjectSpec, torch_family
 
 PROJECTS = Path(__file__).parent / "data" / "projects"
 LINUX = target_environment("linux", "x86_64", "3.11")

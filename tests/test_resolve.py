@@ -6,11 +6,12 @@ import pytest
 from packaging.version import Version
 
 from envbuilder.errors import EnvbuilderError, ResolveConflict
-from envbuilder.host.probes import GpuInfo, HostInfo
+from envbuilder.host.types import GpuInfo, HostInfo
 from envbuilder.resolve.matrix import flavor_cuda, flavor_kind, load_matrix
 from envbuilder.resolve.plan import ResolveRequest, Target, TargetFlags
-from envbuilder.project.inspect import IndexDecl, ProjectSource, ProjectSpec
-from envbuilder.resolve.resolver import resolve, target_for
+from envbuilder.project.spec import IndexDecl, ProjectSource, ProjectSpec
+from envbuilder.resolve.resolver import resolve
+from envbuilder.resolve.target import target_for
 
 MATRIX = load_matrix()
 LINUX = dict(os="linux", arch="x86_64")

@@ -108,3 +108,41 @@ def test_every_registered_command_loads_and_has_help(cli):
         result = cli(name, "--help")
         assert result.exit_code == 0, (name, result.stderr)
         assert "Usage" in result.stdout
+
+
+# --- [tool.envbuilder] system packages: one reader (the validated config) for render, resolve and run ----------
+
+CPU = ["--target-os", "linux", "--target-arch", "x86_64", "--gpu", "none", "--python", "3.11"]
+
+
+def test_system_packages_from_envbuilder_toml_reach_the_plan_and_the_dockerfile(cli, tmp_path):
+    # Regression: envbuilder.toml's system-packages were validated by the config loader, then ignored by the build.
+    project = write_project(tmp_path, """
+        [project]
+        name = "demo"
+        dependencies = ["torch"]
+    """)
+    (tmp_path / "envbuilder.toml").write_text('system-packages = ["ffmpeg", "libgl1"]\n')
+    result = cli("resolve", project, *CPU, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["system_packages"] == ["ffmpeg", "libgl1"]
+    rendered = cli("render", project, *CPU)
+    assert rendered.exit_code == 0, rendered.stderr
+    assert "ffmpeg" in rendered.stdout and "libgl1" in rendered.stdout
+
+
+@pytest.mark.parametrize("command", ["resolve", "render", "inspect"])
+def test_a_bad_system_package_in_pyproject_is_refused_like_run_refuses_it(cli, tmp_path, command):
+    # Regression: inspect read [tool.envbuilder] unvalidated, so `render` put "Bad Name!" into the Dockerfile.
+    project = write_project(tmp_path, """
+        [project]
+        name = "demo"
+        dependencies = ["torch"]
+        [tool.envbuilder]
+        system-packages = ["libgl1", "Bad Name!"]
+    """)
+    result = cli(command, project, *(CPU if command != "inspect" else []))
+    assert result.exit_code != 0
+    assert "Bad Name!" not in result.stdout
+    assert "tool.envbuilder.system-packages[1]" in result.stderr
+    assert "is not a Debian package name" in result.stderr

@@ -9,10 +9,10 @@ import pytest
 from envbuilder.errors import EnvbuilderError, ResolveConflict
 from envbuilder.resolve.matrix import load_matrix
 from envbuilder.resolve.plan import ResolveRequest, Target
-from envbuilder.project.inspect import ProjectSource, ProjectSpec
+from envbuilder.project.spec import ProjectSource, ProjectSpec
 from envbuilder.resolve.resolver import resolve
-from envbuilder.index.snapshot import (IndexSnapshot, WheelFile, parse_simple_page, parse_wheel_filename, platform_matches,
-                                   snapshot_folder, snapshot_index)
+from envbuilder.index.snapshot import snapshot_folder, snapshot_index
+from envbuilder.resolve.served import IndexSnapshot, WheelFile, parse_simple_page, parse_wheel_filename, platform_matches
 from envbuilder.index.server import IndexServer
 
 MATRIX = load_matrix()
@@ -34,7 +34,7 @@ def wheel(name: str, version: str, py: str = "3.11", plat: str = "manylinux_2_28
     ("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", ("torch", "2.13.0+cpu", ("3.11",), ("manylinux_2_28_x86_64",))),
     ("torch-2.7.0%2Bcu128-cp312-cp312-win_amd64.whl".replace("%2B", "+"), ("torch", "2.7.0+cu128", ("3.12",), ("win_amd64",))),
     ("torchvision-0.29.1-cp311-cp311-manylinux_2_28_x86_64.manylinux2014_x86_64.whl",
-     ("torchvision", "0.29.1", ("3.11",), ("manylinux_2_28_x86_64", "manylinux2014_x86_64"))),
+     ("torchvision", "0.29.1", ("3.11",), ("manylinux2014_x86_64", "manylinux_2_28_x86_64"))),
     ("onnx-1.17.0-cp39-abi3-macosx_12_0_universal2.whl", ("onnx", "1.17.0", (), ("macosx_12_0_universal2",))),
 ])
 def test_wheel_filenames(filename, expected):

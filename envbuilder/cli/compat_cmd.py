@@ -1,4 +1,4 @@
-"""`envbuilder compat show|update`: thin commands over envbuilder.resolve.matrix_update."""
+"""`envbuilder compat show|update`: thin commands over envbuilder.index.matrix_update."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def compat() -> None:
 @click.pass_context
 def show(ctx: click.Context, as_json: bool, torch_version: str | None) -> None:
     """Show torch releases (newest first) with their flavours per platform, and CUDA driver floors."""
-    from envbuilder.resolve.matrix_update import PLATFORMS, installed_matrix, python_range, show_matrix
+    from envbuilder.index.matrix_update import PLATFORMS, installed_matrix, python_range, show_matrix
 
     summary = show_matrix(installed_matrix(settings_of(ctx)), torch=torch_version)
     if as_json:
@@ -70,7 +70,7 @@ def show(ctx: click.Context, as_json: bool, torch_version: str | None) -> None:
 @click.pass_context
 def update(ctx: click.Context, source: str, force: bool, as_json: bool) -> None:
     """Validate a compatibility matrix and install it for this user (the old one is kept if it is invalid)."""
-    from envbuilder.resolve.matrix_update import update_matrix
+    from envbuilder.index.matrix_update import update_matrix
 
     settings = settings_of(ctx)
     matrix = update_matrix(source, settings, force=force)

@@ -22,7 +22,8 @@ def inspect(ctx: click.Context, path_or_url: str, ref: str | None, as_json: bool
             target_arch: str | None, python: str | None, extras: tuple[str, ...]) -> None:
     """Read a project's Python, torch and index constraints without running any of its code."""
     from envbuilder.project.gitsource import inspect_source
-    from envbuilder.project.inspect import target_environment, torch_family
+    from envbuilder.project.markers import target_environment
+    from envbuilder.project.spec import torch_family
 
     spec = inspect_source(path_or_url, ref, settings_of(ctx))
     evaluated = None

@@ -1,4 +1,4 @@
-"""Package indexes: reading what a mirror serves, and serving wheel folders on loopback.
+"""What remote sources serve: reading a mirror into a snapshot, installing a newer matrix, serving wheels on loopback.
 
 Imports nothing at package level, so that importing one module loads only what it needs.
 """

@@ -2,8 +2,8 @@
 
 Owns reading a candidate matrix (https URL or file), validating it with envbuilder.resolve.matrix.parse_matrix,
 and writing it atomically to settings.matrix_override. A candidate that fails validation, or that is
-older than the installed matrix (unless forced), never replaces the installed file.
-Must not import docker or the CLI.
+older than the installed matrix (unless forced), never replaces the installed file. It lives with the
+index readers, not in resolve/, because it fetches over HTTP and writes files. Must not import docker or the CLI.
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ PLATFORMS: tuple[tuple[str, str], ...] = (
     ("macos/arm64", "macOS arm64"),
     ("macos/x86_64", "macOS x86_64"),
 )
-
-
-class CompatError(EnvbuilderError):
-    """A `compat` failure. A subclass because the frozen base class cannot pass through a
-    @contextmanager (click's, for one): contextlib assigns __traceback__, which the frozen base refuses."""
-
-
-def _as_compat_error(exc: EnvbuilderError) -> CompatError:
-    return CompatError(exc.code, exc.message, exc.hint, dict(exc.context), exc.exit_code)
 
 
 def _flavor_order(flavor: str) -> tuple[int, Any]:
@@ -88,7 +79,7 @@ def show_matrix(matrix: Matrix, torch: str | None = None) -> dict[str, Any]:
         release = matrix.release(torch)
         if release is None:
             known = ", ".join(r.version for r in releases[:5])
-            raise CompatError(
+            raise EnvbuilderError(
                 "unknown-torch-release",
                 f"torch {torch} is not in the compatibility matrix (newest: {known})",
                 "check the version, or run `envbuilder compat update --from URL` for a newer matrix",
@@ -130,12 +121,7 @@ def show_matrix(matrix: Matrix, torch: str | None = None) -> dict[str, Any]:
 
 def installed_matrix(settings: Settings) -> Matrix:
     """The matrix in use: the installed override if there is one, else the packaged file."""
-    try:
-        return load_matrix(override=settings.matrix_override)
-    except CompatError:
-        raise
-    except EnvbuilderError as exc:
-        raise _as_compat_error(exc) from None
+    return load_matrix(override=settings.matrix_override)
 
 
 def read_source(source: str, *, timeout: float = FETCH_TIMEOUT_S, max_bytes: int | None = None) -> bytes:
@@ -143,7 +129,7 @@ def read_source(source: str, *, timeout: float = FETCH_TIMEOUT_S, max_bytes: int
     max_bytes = MAX_MATRIX_BYTES if max_bytes is None else max_bytes
     if "://" in source:
         if not source.lower().startswith("https://"):
-            raise CompatError(
+            raise EnvbuilderError(
                 "matrix-source-refused",
                 f"{source} is not an https URL",
                 "fetch matrices over https, or download the file and pass its path",
@@ -154,20 +140,20 @@ def read_source(source: str, *, timeout: float = FETCH_TIMEOUT_S, max_bytes: int
                 data = response.read(max_bytes + 1)
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise CompatError(
+            raise EnvbuilderError(
                 "matrix-fetch-failed", f"could not fetch {source}: {reason}", "check the URL and the network, or pass a file"
             ) from None
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise CompatError("matrix-source-missing", f"{source} is not a file", "pass an https URL or an existing file")
+            raise EnvbuilderError("matrix-source-missing", f"{source} is not a file", "pass an https URL or an existing file")
         try:
             with path.open("rb") as fh:
                 data = fh.read(max_bytes + 1)
         except OSError as exc:
-            raise CompatError("matrix-source-unreadable", f"could not read {source}: {exc.strerror}", None) from None
+            raise EnvbuilderError("matrix-source-unreadable", f"could not read {source}: {exc.strerror}", None) from None
     if len(data) > max_bytes:
-        raise CompatError(
+        raise EnvbuilderError(
             "matrix-too-large", f"{source} is larger than {max_bytes} bytes", "this does not look like a compatibility matrix"
         )
     return data
@@ -177,7 +163,7 @@ def _parse_date(text: str, what: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise CompatError("matrix-invalid", f"{what} has 'updated' {text!r}, not an ISO date", None) from None
+        raise EnvbuilderError("matrix-invalid", f"{what} has 'updated' {text!r}, not an ISO date", None) from None
 
 
 def update_matrix(source: str, settings: Settings, *, force: bool = False) -> Matrix:
@@ -188,16 +174,13 @@ def update_matrix(source: str, settings: Settings, *, force: bool = False) -> Ma
     """
     data = read_source(source)
     target = settings.matrix_override
-    try:
-        candidate = parse_matrix(data, origin=source)
-    except EnvbuilderError as exc:
-        raise _as_compat_error(exc) from None
+    candidate = parse_matrix(data, origin=source)
     installed = installed_matrix(settings)
     if not force:
         new_date = _parse_date(candidate.updated, source)
         old_date = _parse_date(installed.updated, "the installed matrix")
         if new_date < old_date:
-            raise CompatError(
+            raise EnvbuilderError(
                 "matrix-older",
                 f"{source} was updated {candidate.updated}, before the installed matrix ({installed.updated})",
                 "pass --force to install it anyway",

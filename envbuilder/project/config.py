@@ -1,6 +1,8 @@
 """The project's job config: `[tool.envbuilder]` in pyproject.toml, or a top-level envbuilder.toml.
 
-Owns ProjectConfig (jobs, mounts, artifacts, exports, pipeline) and its staged loader:
+Owns ProjectConfig (system packages, jobs, pipeline) and its staged loader; the job models (mounts,
+artifacts, exports) are envbuilder.project.jobs'. This is the one reader of [tool.envbuilder]: the project
+spec takes its system packages from here, so `render`, `resolve` and `run` accept and refuse the same table.
 
     read_raw_config()  -> RawConfig        the TOML table as written; every key optional
     check_config()     -> [ConfigIssue]    every problem with its field path; mutates nothing
@@ -15,29 +17,15 @@ from __future__ import annotations
 
 import difflib
 import re
-import shlex
-import string
 import sys
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal, Mapping
+from pathlib import Path
+from typing import Any, Mapping
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    PrivateAttr,
-    StrictBool,
-    ValidationError,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from envbuilder.errors import EnvbuilderError
+from envbuilder.errors import ProjectError
 from envbuilder.values import Value
 
 if sys.version_info >= (3, 11):
@@ -50,330 +38,7 @@ ENVBUILDER_TOML = "envbuilder.toml"
 TABLE_PREFIX = "tool.envbuilder"
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _title(name: str, _info: Any) -> str:
-    return name.replace("_", " ").capitalize()
-
-
-class ConfigValue(Value):
-    """A config table: kebab-case keys in TOML and in the schema, snake_case accepted as well."""
-
-    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, field_title_generator=_title)
-
-
-# --- field checks (each raises ValueError with a message meant for the user) -------------------------
-
-# Debian policy 5.6.1: lowercase letters, digits, + - . ; at least two characters; starts alphanumeric.
-_DEBIAN_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# The syntax `docker run --shm-size` accepts (go-units RAMInBytes): a number, an optional unit, optional i/b.
-_DOCKER_SIZE = re.compile(r"^\d+(\.\d+)?\s?([kmgtp])?i?b?$", re.IGNORECASE)
-_PYTHON_VERSION = re.compile(r"^3\.\d+(\.\d+)?$")
-
-
-def _debian_package(name: str) -> str:
-    if not _DEBIAN_NAME.match(name):
-        raise ValueError(f"{name!r} is not a Debian package name (lowercase letters, digits, '+', '-', '.'; "
-                         "at least two characters)")
-    return name
-
-
-def _python_version(value: str | None) -> str | None:
-    if value is None or _PYTHON_VERSION.match(value):
-        return value
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
-    try:
-        SpecifierSet(value)
-    except InvalidSpecifier:
-        raise ValueError(f"{value!r} is neither a Python version like 3.12 nor a specifier like '>=3.10,<3.13'") from None
-    return value
-
-
-def _relative_inside(value: str) -> str:
-    """A path relative to its base folder that stays inside it (no absolute paths, no '..')."""
-    path = PurePosixPath(value.replace("\\", "/"))
-    if not value.strip():
-        raise ValueError("must not be empty")
-    if path.is_absolute() or re.match(r"^[A-Za-z]:", value):
-        raise ValueError(f"{value!r} must be a relative path")
-    if ".." in path.parts:
-        raise ValueError(f"{value!r} must stay inside its folder (no '..')")
-    return value
-
-
-def _container_path(value: str) -> str:
-    path = PurePosixPath(value)
-    if not path.is_absolute():
-        raise ValueError(f"{value!r} must be an absolute path inside the container, like /data")
-    if ".." in path.parts:
-        raise ValueError(f"{value!r} must not contain '..'")
-    if str(path) == "/":
-        raise ValueError("cannot mount over the container's root '/'")
-    return str(path)
-
-
-def _shlex_command(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return shlex.split(value)
-        except ValueError as exc:
-            raise ValueError(f"cannot split the command {value!r}: {exc}") from None
-    return value
-
-
-def _non_empty_command(value: tuple[str, ...]) -> tuple[str, ...]:
-    if not value or not value[0].strip():
-        raise ValueError("the command is empty")
-    return value
-
-
-def _gpus(value: Any) -> str | int:
-    if isinstance(value, str) and value.lower() in ("auto", "none", "all"):
-        return value.lower()
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
-        return int(value)
-    raise ValueError(f"expected 'auto', 'all', 'none' or a GPU count >= 1, got {value!r}")
-
-
-def _shm_size(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return f"{value}b"
-    if isinstance(value, str) and _DOCKER_SIZE.match(value.strip()):
-        return value.strip().lower().replace(" ", "")
-    raise ValueError(f"invalid size {value!r}: use Docker's size syntax, like 512m or 2g")
-
-
-def _env_value(value: Any) -> Any:
-    # TOML writers often give numbers (OMP_NUM_THREADS = 4); booleans are ambiguous ("1"? "true"?), so refused.
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _resume_template(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"bad template {value!r}: {exc}") from None
-    if "checkpoint" not in fields:
-        raise ValueError(f"{value!r} must contain {{checkpoint}}, e.g. '--resume {{checkpoint}}'")
-    unknown = sorted(set(fields) - {"checkpoint"})
-    if unknown:
-        raise ValueError(f"{value!r} uses unknown placeholders {unknown}; only {{checkpoint}} is filled in")
-    try:
-        shlex.split(value)
-    except ValueError as exc:
-        raise ValueError(f"cannot split {value!r}: {exc}") from None
-    return value
-
-
-DebianPackage = Annotated[str, AfterValidator(_debian_package)]
-RelativePath = Annotated[str, AfterValidator(_relative_inside)]
-ContainerPath = Annotated[str, AfterValidator(_container_path)]
-EnvName = Annotated[str, Field(pattern=_ENV_NAME.pattern)]
-JobName = Annotated[str, Field(pattern=_JOB_NAME.pattern)]
-Command = Annotated[
-    tuple[str, ...],
-    BeforeValidator(_shlex_command, json_schema_input_type=str | list[str]),
-    AfterValidator(_non_empty_command),
-]
-GpuRequest = Annotated[
-    Literal["auto", "none", "all"] | int,
-    PlainValidator(_gpus),
-    WithJsonSchema({"anyOf": [{"type": "string", "enum": ["auto", "none", "all"]}, {"type": "integer", "minimum": 1}]}),
-]
-DockerSize = Annotated[
-    str,
-    PlainValidator(_shm_size),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": _DOCKER_SIZE.pattern}, {"type": "integer", "minimum": 1}]}),
-]
-EnvValue = Annotated[str, BeforeValidator(_env_value, json_schema_input_type=str | int | float)]
-
-
-# --- the models ---------------------------------------------------------------------------------------
-
-
-class Mount(ConfigValue):
-    """A host folder (or file) mounted into the job's container."""
-
-    source: str = Field(description="Host path, relative to the project folder (or absolute).", min_length=1)
-    target: ContainerPath = Field(description="Absolute path inside the container, e.g. /data.")
-    read_only: StrictBool = Field(True, description="Mount read-only (the default: datasets are inputs).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        return parse_mount(value)
-
-    def host_path(self, project_dir: Path) -> Path:
-        """The absolute host path (relative sources are taken from the project folder)."""
-        return (Path(project_dir) / Path(self.source).expanduser()).resolve()
-
-    def docker_spec(self, project_dir: Path) -> str:
-        """`SRC:DST[:ro]` as `docker run -v` takes it."""
-        return f"{self.host_path(project_dir)}:{self.target}" + (":ro" if self.read_only else "")
-
-
-MountEntry = Annotated[Mount, BeforeValidator(lambda v: v, json_schema_input_type=Mount | str)]
-
-
-def parse_mount(text: str) -> dict[str, Any]:
-    """`SRC:DST[:ro|rw]` -> {source, target, read-only}. SRC may be a Windows path (C:\\data)."""
-    rest, mode = text, None
-    head, sep, tail = text.rpartition(":")
-    if sep and tail in ("ro", "rw"):
-        rest, mode = head, tail
-    # The target is absolute, so it starts at the last ":/" (which skips a drive letter's colon).
-    split = rest.rfind(":/")
-    if split <= 0:
-        raise ValueError(f"mount {text!r} must look like SRC:DST[:ro|rw], with DST absolute (e.g. data:/data:ro)")
-    result: dict[str, Any] = {"source": rest[:split], "target": rest[split + 1 :]}
-    if mode is not None:
-        result["read-only"] = mode == "ro"
-    return result
-
-
-class MetricPattern(ConfigValue):
-    """An extra regular expression for metrics this project's log lines print in its own shape."""
-
-    pattern: str = Field(description="A Python regular expression. Either one group named `value` (then `name` "
-                                     "is required), or a named group per metric, e.g. 'ppl=(?P<perplexity>[0-9.]+)'.")
-    name: str | None = Field(None, description="Metric name, when the pattern has a single `value` group.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        return {"pattern": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _compiles(self) -> "MetricPattern":
-        try:
-            compiled = re.compile(self.pattern)
-        except re.error as exc:
-            raise ValueError(f"pattern {self.pattern!r} does not compile: {exc}") from None
-        groups = set(compiled.groupindex)
-        if not groups:
-            raise ValueError(f"pattern {self.pattern!r} has no named group; use (?P<value>...) with a name, "
-                             "or (?P<metric_name>...)")
-        if "value" in groups and not self.name:
-            raise ValueError(f"pattern {self.pattern!r} has a `value` group, so it needs a `name`")
-        return self
-
-    @property
-    def spec(self) -> str | tuple[str, str]:
-        """The form envbuilder.run.metrics.parse_metrics takes as an extra pattern."""
-        return (self.name, self.pattern) if self.name else self.pattern
-
-
-MetricEntry = Annotated[MetricPattern, BeforeValidator(lambda v: v, json_schema_input_type=MetricPattern | str)]
-
-
-DType = Literal["float32", "float16", "float64", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"]
-
-
-class InputSpec(ConfigValue):
-    """One named model input: its shape (and dtype) for the ONNX check."""
-
-    shape: tuple[Annotated[int, Field(ge=1)], ...] = Field(min_length=1, description="Dimensions, e.g. [1, 3, 32, 32].")
-    dtype: DType = Field("float32", description="Element type.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_list(cls, value: Any) -> Any:
-        return {"shape": value} if isinstance(value, (list, tuple)) else value
-
-
-# The short forms ("SRC:DST[:ro]", a bare shape list) are part of the schema too, so that forms and
-# editors built from `envbuilder schema` accept what the loader accepts.
-InputEntry = Annotated[InputSpec, BeforeValidator(lambda v: v, json_schema_input_type=InputSpec | list[int])]
-
-
-class Export(ConfigValue):
-    """An ONNX file the job writes, and how to check it against the framework's outputs."""
-
-    path: RelativePath = Field(description="The ONNX file, relative to the job's artifacts folder.")
-    inputs: dict[str, InputEntry] = Field(default_factory=dict, description="Input name -> shape (and dtype); "
-                                         "e.g. {input = [1, 3, 32, 32]}.")
-    reference_inputs: RelativePath | None = Field(None, description="An .npz of inputs, relative to the artifacts folder.")
-    reference_outputs: RelativePath | None = Field(None, description="An .npz of the expected outputs for "
-                                                   "reference-inputs, relative to the artifacts folder.")
-    rtol: float = Field(1e-3, ge=0, description="Relative tolerance when comparing outputs.")
-    atol: float = Field(1e-5, ge=0, description="Absolute tolerance when comparing outputs.")
-
-    @field_validator("path")
-    @classmethod
-    def _onnx(cls, value: str) -> str:
-        if not value.lower().endswith(".onnx"):
-            raise ValueError(f"{value!r} should be an .onnx file")
-        return value
-
-    @model_validator(mode="after")
-    def _references(self) -> "Export":
-        if self.reference_outputs and not self.reference_inputs:
-            raise ValueError("reference-outputs needs reference-inputs (the inputs they were computed from)")
-        return self
-
-
-class Job(ConfigValue):
-    """A command run in the project's image: training, evaluation, export."""
-
-    command: Command = Field(description="The command: a string (split like a shell would) or a list of arguments.")
-    description: str = Field("", description="One line saying what the job does.")
-    mounts: tuple[MountEntry, ...] = Field((), description="Host folders to mount: 'SRC:DST[:ro|rw]' or "
-                                      "{source, target, read-only}. Read-only unless rw/read-only = false.")
-    artifacts: RelativePath = Field("artifacts", description="Folder, relative to the project, where the job "
-                                    "writes checkpoints and exports.")
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="Environment variables for the job.")
-    gpus: GpuRequest = Field("auto", description="'auto' (all GPUs if the host has any), 'all', 'none', or a count.")
-    shm_size: DockerSize = Field("2g", description="Shared memory for the container (Docker size, e.g. 2g). "
-                                 "Docker's 64m default starves DataLoader workers.")
-    workdir: ContainerPath | None = Field(None, description="Working directory in the container "
-                                          "(default: the project folder).")
-    metrics: tuple[MetricEntry, ...] = Field((), description="Extra metric patterns, for log lines the "
-                                               "built-in parsers do not understand.")
-    resume_arg: str | None = Field(None, description="Arguments that resume from a checkpoint, e.g. "
-                                   "'--resume {checkpoint}'.")
-    needs: tuple[str, ...] = Field((), description="Jobs that must run before this one.")
-    timeout: float | None = Field(None, gt=0, description="Stop the job after this many seconds.")
-    exports: tuple[Export, ...] = Field((), description="ONNX files the job writes, to verify after it.")
-
-    @field_validator("resume_arg")
-    @classmethod
-    def _check_resume(cls, value: str | None) -> str | None:
-        return _resume_template(value)
-
-    @field_validator("mounts")
-    @classmethod
-    def _distinct_targets(cls, mounts: tuple[Mount, ...]) -> tuple[Mount, ...]:
-        seen: set[str] = set()
-        for mount in mounts:
-            if mount.target in seen:
-                raise ValueError(f"two mounts target {mount.target}")
-            seen.add(mount.target)
-        return mounts
-
-    def resume_args(self, checkpoint: str) -> tuple[str, ...]:
-        """The extra arguments that resume from `checkpoint` (empty when the job has no resume-arg)."""
-        if self.resume_arg is None:
-            return ()
-        return tuple(token.format(checkpoint=checkpoint) for token in shlex.split(self.resume_arg))
-
-    def metric_specs(self) -> tuple[str | tuple[str, str], ...]:
-        return tuple(pattern.spec for pattern in self.metrics)
-
-    def artifacts_path(self, project_dir: Path) -> Path:
-        return Path(project_dir) / self.artifacts
+from envbuilder.project.jobs import ConfigValue, DebianPackage, Export, InputSpec, Job, JobName, MetricPattern, Mount
 
 
 class ProjectConfig(ConfigValue):
@@ -381,18 +46,12 @@ class ProjectConfig(ConfigValue):
 
     system_packages: tuple[DebianPackage, ...] = Field((), description="Debian packages to install in the image "
                                                        "(e.g. libgl1, ffmpeg).")
-    python: str | None = Field(None, description="Python version (3.12) or specifier (>=3.10,<3.13) for the image.")
     jobs: dict[JobName, Job] = Field(default_factory=dict, description="Named jobs, e.g. train and export.")
     pipeline: tuple[str, ...] = Field((), description="Jobs `envbuilder pipeline` runs, in order. "
                                       "Default: every job, ordered by `needs`.")
 
     _source: str | None = PrivateAttr(default=None)
     _notes: tuple[str, ...] = PrivateAttr(default=())
-
-    @field_validator("python")
-    @classmethod
-    def _check_python(cls, value: str | None) -> str | None:
-        return _python_version(value)
 
     @model_validator(mode="after")
     def _references(self) -> "ProjectConfig":
@@ -415,7 +74,7 @@ class ProjectConfig(ConfigValue):
     def job(self, name: str) -> Job:
         if name not in self.jobs:
             known = ", ".join(self.jobs) or "none"
-            raise EnvbuilderError("job-not-found", f"no job named {name!r} (jobs: {known})",
+            raise ProjectError("job-not-found", f"no job named {name!r} (jobs: {known})",
                                   f"declare it under [{TABLE_PREFIX}.jobs.{name}] or in {ENVBUILDER_TOML}")
         return self.jobs[name]
 
@@ -538,14 +197,14 @@ def read_raw_config(project_dir: Path) -> RawConfig:
     """Read [tool.envbuilder] from pyproject.toml and/or envbuilder.toml (which wins), without validating."""
     project_dir = Path(project_dir)
     if not project_dir.is_dir():
-        raise EnvbuilderError("project-not-found", f"{project_dir} is not a folder", "pass the project's folder")
+        raise ProjectError("project-not-found", f"{project_dir} is not a folder", "pass the project's folder")
     pyproject_table: Any = None
-    pyproject = project_dir / PYPROJECT
-    if pyproject.is_file():
+    pyproject = _inside(project_dir, PYPROJECT)
+    if pyproject is not None:
         tool = _read_toml(pyproject).get("tool", {})
         pyproject_table = tool.get("envbuilder") if isinstance(tool, dict) else None
-    standalone = project_dir / ENVBUILDER_TOML
-    if standalone.is_file():
+    standalone = _inside(project_dir, ENVBUILDER_TOML)
+    if standalone is not None:
         notes = ()
         if pyproject_table is not None:
             notes = (f"{ENVBUILDER_TOML} and [{TABLE_PREFIX}] in {PYPROJECT} both exist; using {ENVBUILDER_TOML} "
@@ -556,15 +215,23 @@ def read_raw_config(project_dir: Path) -> RawConfig:
     return RawConfig(None, "", {})
 
 
+def _inside(project_dir: Path, name: str) -> Path | None:
+    """project_dir/name when it is a file inside the project: a project from a git URL is untrusted, and a
+    symlink out of it must not make envbuilder read (and echo in errors) a file elsewhere on the host."""
+    root = project_dir.resolve()
+    path = (root / name).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
-        raise EnvbuilderError("config-invalid", f"{path.name} is not valid TOML: {exc}",
+        raise ProjectError("config-invalid", f"{path.name} is not valid TOML: {exc}",
                               f"fix the TOML syntax in {path}", {"file": str(path)}) from None
     except OSError as exc:
-        raise EnvbuilderError("config-invalid", f"cannot read {path.name}: {exc.strerror}", None,
+        raise ProjectError("config-invalid", f"cannot read {path.name}: {exc.strerror}", None,
                               {"file": str(path)}) from None
 
 
@@ -654,7 +321,7 @@ def _typed(raw: RawConfig) -> ProjectConfig:
     where = f"[{raw.prefix}] in {raw.file}" if raw.prefix else (raw.file or "the project config")
     count = f"{len(issues)} problem" + ("s" if len(issues) != 1 else "")
     message = f"{count} in {where}:\n" + "\n".join(f"  {issue}" for issue in issues)
-    raise EnvbuilderError(
+    raise ProjectError(
         "config-invalid",
         message,
         f"fix each field listed in {raw.file or ENVBUILDER_TOML}; `envbuilder schema` prints every key with its type",

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from envbuilder.redact import redact_url
 from envbuilder.errors import ProjectError
 from envbuilder.proc import CommandResult, run_command
-from envbuilder.project.inspect import ProjectSource, ProjectSpec, inspect_project
+from envbuilder.project.inspect import inspect_project
+from envbuilder.project.spec import ProjectSource, ProjectSpec
 from envbuilder.values import Value
 
 _SCHEMES = ("https", "http", "ssh", "git", "file")

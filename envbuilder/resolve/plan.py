@@ -11,8 +11,8 @@ import hashlib
 import json
 from typing import Literal
 
-from envbuilder.host.probes import ArchName, GpuVendor, OsName
-from envbuilder.project.inspect import IndexDecl, ProjectSource
+from envbuilder.host.types import ArchName, GpuVendor, OsName
+from envbuilder.project.spec import IndexDecl, ProjectSource
 from envbuilder.values import Value
 
 PlanStatus = Literal["ok", "minor-version-compat", "potential-incompatibility", "cpu-fallback"]

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from envbuilder.resolve.plan import PackageChoice, Plan, Target, TorchChoice
-from envbuilder.project.inspect import IndexDecl, ProjectSource
+from envbuilder.project.spec import IndexDecl, ProjectSource
 
 GOLDEN = Path(__file__).parent
 TORCH_INDEX = "https://download.pytorch.org/whl"

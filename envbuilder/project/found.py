@@ -1,0 +1,110 @@
+"""What one reader found in one file (Found), and the checks every reader applies to what it reads.
+
+Readers are pure: text in, a Found out; inspect_project merges them. Errors name the file and line.
+Must not import subprocess, urllib, docker, the resolver or the CLI.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from envbuilder.errors import ProjectError
+from envbuilder.project.spec import IndexDecl
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class Found:
+    """What one reader found in one file: partial, merged by inspect_project in a fixed order."""
+
+    formats: list[str] = field(default_factory=list)
+    name: str | None = None
+    requires_python: str | None = None
+    requirements: list[str] = field(default_factory=list)
+    optional: dict[str, list[str]] = field(default_factory=dict)
+    constraints: list[str] = field(default_factory=list)
+    indexes: list[IndexDecl] = field(default_factory=list)
+    dynamic: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # Files named by this one, relative to the project root: (path, extra or None, "requirements"|"constraints").
+    wants: list[tuple[str, str | None, str]] = field(default_factory=list)
+    deps_dynamic: bool = False  # dependencies are computed elsewhere: fall back to requirements files
+
+
+
+def load_toml(text: str, origin: str) -> dict[str, Any]:
+    """Parse TOML; a syntax error becomes ProjectError("project-invalid-toml") naming the file and line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"{origin}:{match.group(1)}" if match else origin
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc)) or "invalid TOML"
+        raise ProjectError(
+            "project-invalid-toml",
+            f"{where}: {reason}" + (f" (column {match.group(2)})" if match else ""),
+            f"fix the TOML syntax in {origin} (a TOML linter such as `taplo check` points at it)",
+            context={"file": origin, "line": int(match.group(1)) if match else None},
+        ) from None
+
+
+
+def checked_requirement(text: str, source: str, origin: str, needle: str | None = None) -> str:
+    """A requirement string normalised by packaging, or ProjectError naming the file and line."""
+    try:
+        return str(Requirement(text.strip()))
+    except InvalidRequirement as exc:
+        raise_invalid(text, source, origin, first_line(exc), needle=needle)
+
+
+def checked_specifier(spec: str, source: str, origin: str, what: str) -> str:
+    try:
+        SpecifierSet(spec.strip())
+        return spec.strip()
+    except InvalidSpecifier as exc:
+        raise_invalid(f"{what} = {spec!r}", source, origin, str(exc), needle=spec)
+
+
+def raise_invalid(what: str, source: str, origin: str, reason: str, needle: str | None = None,
+                   code: str = "project-invalid-requirement"):
+    line = _line_of(source, needle or what)
+    where = f"{origin}:{line}" if line else origin
+    raise ProjectError(
+        code,
+        f"{where}: invalid {'marker' if code.endswith('marker') else 'requirement'} {what!r}: {reason}",
+        "fix the version specifier (PEP 440) or marker (PEP 508)",
+        context={"file": origin, "line": line},
+    ) from None
+
+
+def _line_of(source: str, needle: str) -> int | None:
+    for number, line in enumerate(source.splitlines(), start=1):
+        if needle.strip() and needle.strip() in line:
+            return number
+    return None
+
+
+def first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def as_table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def str_list(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
