@@ -25,7 +25,6 @@ class CommandResult:
     duration_s: float
     timed_out: bool = False
     missing: bool = False
-    interrupted: bool = False
 
     @property
     def ok(self) -> bool:

@@ -34,9 +34,10 @@ def _local_torch_version() -> str:
 
 def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
     from envbuilder.build.base import bootstrap_base
-    from envbuilder.project.config import load_config
     from envbuilder.docker.engine import Docker
-    from envbuilder.run.container import run_job, stop_run
+    from envbuilder.run.container import stop_run
+    from envbuilder.run.launch import RunRequest, run_project
+    from envbuilder.run.spec import RunOptions
     from envbuilder.run.store import RunStore
     from envbuilder.settings import Settings
 
@@ -71,12 +72,11 @@ def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
     # SIGTERM mid-training: the step finishes, a checkpoint is saved, the run is `stopped`.
     settings = Settings(Path(os.environ["ENVBUILDER_HOME"]))
     store = RunStore.from_settings(settings)
-    job = load_config(project).job("train")
     lines: list[str] = []
     outcome: dict = {}
-    worker = threading.Thread(target=lambda: outcome.update(result=run_job(
-        image=image, project_dir=project, job=job, job_name="train", args=["--step-delay", "0.02"],
-        settings=settings, docker=docker, store=store, on_line=lines.append)))
+    worker = threading.Thread(target=lambda: outcome.update(result=run_project(
+        str(project), RunRequest(job="train"), image=image, options=RunOptions(args=("--step-delay", "0.02")),
+        settings=settings, docker=docker, on_line=lines.append).result))
     worker.start()
     deadline = time.monotonic() + 120
     while not any(line.startswith("epoch 1/") for line in lines):

@@ -1,4 +1,4 @@
-"""run_job, stop_run and reconcile_runs against a real Docker engine.
+"""execute_run (the RunSpec executor), stop_run and reconcile_runs against a real Docker engine.
 
 The image is the bootstrapped Debian base (Python, no torch), so these run in seconds: the jobs are small
 Python programs that print metric lines, sleep, trap SIGTERM or exit non-zero. The torch example runs in
@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import dataclasses
 import json
 import textwrap
 import threading
@@ -21,7 +22,9 @@ import pytest
 
 from envbuilder.project.config import Job
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.container import LABEL_RUN_ID, reconcile_runs, run_job, stop_run
+from envbuilder.imagelayout import LABEL_RUN_ID
+from envbuilder.run.container import execute_run, reconcile_runs, stop_run
+from envbuilder.run.spec import RunOptions, run_spec
 from envbuilder.run.store import RunStore
 from envbuilder.settings import Settings
 
@@ -118,9 +121,13 @@ def containers_of(docker_client, run_id: str) -> list:
     return docker_client.client.containers.list(all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"})
 
 
-def run(image, project, settings, docker_client, store, the_job, **kwargs):
-    return run_job(image=image, project_dir=project, job=the_job, settings=settings, docker=docker_client,
-                   store=store, job_name=kwargs.pop("job_name", "test"), **kwargs)
+def run(image, project, settings, docker_client, store, the_job, *, job_name="test", on_line=None, user=None,
+        grace_s=None, command=(), args=(), **options):
+    spec = run_spec(image, project, job=the_job, job_name=job_name, command=command,
+                    options=RunOptions(args=tuple(args), **options), has_nvidia=lambda: False)
+    # The spec is a value: a test runs it as another user, or with a shorter grace, by replacing a field.
+    spec = dataclasses.replace(spec, **{k: v for k, v in (("user", user), ("grace_s", grace_s)) if v is not None})
+    return execute_run(spec, docker=docker_client, store=store, on_line=on_line)
 
 
 def test_completed_run_records_metrics_and_log(image, project, settings, docker_client, store):
@@ -199,12 +206,14 @@ def test_killed_run_is_reconciled_to_failed(image, project, settings, docker_cli
         from pathlib import Path
         from envbuilder.project.config import Job
         from envbuilder.docker.engine import Docker
-        from envbuilder.run.container import run_job
+        from envbuilder.run.container import execute_run
+        from envbuilder.run.spec import run_spec
         from envbuilder.run.store import RunStore
         from envbuilder.settings import Settings
         settings = Settings(Path({str(settings.data_dir)!r}))
-        run_job(image={image!r}, project_dir=Path({str(project)!r}), job=Job(command=["python", "slow.py"], gpus="none"),
-                settings=settings, docker=Docker(), store=RunStore.from_settings(settings), job_name="victim")
+        spec = run_spec({image!r}, Path({str(project)!r}), job=Job(command=["python", "slow.py"], gpus="none"),
+                        job_name="victim", has_nvidia=lambda: False)
+        execute_run(spec, docker=Docker(), store=RunStore.from_settings(settings))
     """)])
     try:
         record = _wait_for_container(store)
@@ -269,8 +278,8 @@ def test_artifacts_belong_to_the_caller_and_the_project_is_read_only(image, proj
 
 
 def test_command_run_without_a_job(image, project, settings, docker_client, store):
-    result = run_job(image=image, project_dir=project, command=["python", "-c", "print('loss=0.25')"], gpus="none",
-                     settings=settings, docker=docker_client, store=store)
+    result = run(image, project, settings, docker_client, store, None, job_name=None,
+                 command=["python", "-c", "print('loss=0.25')"], gpus="none")
     assert result.status == "completed" and result.metrics == {"loss": 0.25} and result.artifacts_dir is None
 
 
@@ -328,8 +337,8 @@ def test_no_line_is_lost_even_when_the_log_follow_drops_some(image, project, set
 
     monkeypatch.setattr(docker_client, "stream_logs", lossy_stream_logs)
     script = "for i in range(3000): print(f'step {i} loss={1 / (i + 1):.6f}')\nprint('done: val_loss=0.125')"
-    result = run_job(image=image, project_dir=project, command=["python", "-c", script], gpus="none",
-                     settings=settings, docker=docker_client, store=store)
+    result = run(image, project, settings, docker_client, store, None, job_name=None, command=["python", "-c", script],
+                 gpus="none")
     assert result.status == "completed"
     lines = result.log_path.read_text().splitlines()
     assert len(lines) == 3001 and lines[-1] == "done: val_loss=0.125"

@@ -66,7 +66,7 @@ def docker_client():
 @pytest.fixture(scope="module")
 def onnx_image(docker_client, tmp_path_factory):
     from envbuilder.build.base import bootstrap_base
-    from envbuilder.docker.engine import BuildRequest
+    from envbuilder.docker.buildkit import BuildRequest
 
     base = bootstrap_base(docker_client)
     context = tmp_path_factory.mktemp("onnx-image")
@@ -94,7 +94,7 @@ PLAN = {"torch": "2.13.0", "flavor": "cpu", "python": "3.11", "plan_hash": "0123
 
 def _verify(image, docker_client, artifacts, *checks):
     return verify_exports(image=image, artifacts_dir=artifacts, checks=checks, docker=docker_client,
-                          plan_hash=PLAN["plan_hash"], user=f"{os.getuid()}:{os.getgid()}")
+                          built_with=PLAN, user=f"{os.getuid()}:{os.getgid()}")
 
 
 def test_good_model_passes_and_writes_metadata(onnx_image, docker_client, models):
@@ -160,7 +160,8 @@ def test_no_result_lines_is_an_error(docker_client, models):
 
 def test_a_model_that_fails_verification_fails_its_job(onnx_image, docker_client, tmp_path):
     from envbuilder.project.config import Job
-    from envbuilder.run.container import run_job
+    from envbuilder.run.container import execute_run
+    from envbuilder.run.spec import run_spec
     from envbuilder.run.store import RunStore
     from envbuilder.settings import Settings
 
@@ -173,8 +174,8 @@ def test_a_model_that_fails_verification_fails_its_job(onnx_image, docker_client
         "gpus": "none", "exports": [{"path": "model.onnx", "inputs": {"input": [1, 2]}}],
     })
     lines: list[str] = []
-    result = run_job(image=onnx_image, project_dir=project, job=job, job_name="export", settings=settings,
-                     docker=docker_client, store=store, on_line=lines.append)
+    spec = run_spec(onnx_image, project, job=job, job_name="export", has_nvidia=lambda: False)
+    result = execute_run(spec, docker=docker_client, store=store, on_line=lines.append)
     assert (result.status, result.exit_code) == ("failed", 1)
     assert result.message.startswith("ONNX verification failed: model.onnx: onnxruntime cannot load it")
     record = store.get(result.run_id)

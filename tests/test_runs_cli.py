@@ -28,7 +28,8 @@ def executor(monkeypatch):
 
     def stop_run(store, run_id, grace_s, settings):
         calls.append(("stop", run_id, grace_s))
-        return store.finish_run(run_id, "stopped", 143)
+        store.finish_run(run_id, "stopped", 143)
+        return store.get(run_id)
 
     module.reconcile_runs = reconcile_runs
     module.stop_run = stop_run
@@ -48,7 +49,8 @@ def make_run(store, status="completed", job="train", metrics=True):
         store.add_metrics(record.id, [(1, "loss", 1.0, 0.0), (2, "loss", 0.5, 0.0), (2, "val_loss", 0.7, 0.0),
                                       (1, "lr", 1e-3, 0.0), (2, "lr", 1e-4, 0.0)])
     if status != "running":
-        record = store.finish_run(record.id, status, 0 if status == "completed" else 1)
+        store.finish_run(record.id, status, 0 if status == "completed" else 1)
+        record = store.get(record.id)
     return record
 
 

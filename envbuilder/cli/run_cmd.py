@@ -1,8 +1,8 @@
 """`envbuilder run` and `envbuilder pipeline`: build the project's image if needed, run jobs in it.
 
-Thin: the work is envbuilder.run.container (run_job, run_pipeline) and envbuilder.build.image (build_image). The job's
-own output goes to stdout as it happens (stderr with --json, so stdout carries only the result); build
-progress and our notes go to stderr. The exit code is the job's.
+Thin: parse the arguments, call envbuilder.api.run_project (envbuilder.run.launch's with --image), present the
+result. The job's own output goes to stdout as it happens (stderr with --json, so stdout carries only the
+result); build progress and our notes go to stderr. The exit code is the job's.
 """
 
 from __future__ import annotations
@@ -60,37 +60,27 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     /workspace/project, the artifacts folder writable at /artifacts; the job runs as you, so what it writes
     is yours. Ctrl-C stops the job (SIGTERM, then SIGKILL after 10 s) and records the run as stopped.
     """
-    from envbuilder.run.container import parse_env_args, parse_mount_arg, run_job
+    from envbuilder.run.launch import RunRequest
+    from envbuilder.run.spec import RunOptions, parse_env_args, parse_mount_arg
 
     after = ctx.meta.get("envbuilder.after_dashdash")
-    job_name, args, command = None, list(job_and_args[1:]), None
+    job_name, args, command = None, list(job_and_args[1:]), ()
     if job_and_args:
         job_name = job_and_args[0]
         args += after or []
     elif after:
-        command = after
+        command = tuple(after)
     else:
         raise click.UsageError("name a JOB from the project's config, or pass -- CMD ...")
-    settings = settings_of(ctx)
-    project_dir, commit = _project_folder(settings, path, ref)
-    job = None
-    if job_name:
-        from envbuilder.project.config import load_config
-
-        job = load_config(project_dir).job(job_name)
-    extra_mounts = [parse_mount_arg(m) for m in mounts]
-    env_vars = parse_env_args(env)
-
-    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, commit, image, target, network, as_json)
-    out = _job_output(as_json)
-    result = run_job(
-        image=image_ref, project_dir=project_dir, job=job, command=command, args=args, job_name=job_name,
-        settings=settings, docker=docker, store=_store(settings), extra_mounts=extra_mounts, artifacts_dir=artifacts,
-        env=env_vars, gpus=gpus, read_only_project=not rw, plan=plan, plan_hash=plan_hash, project_name=project_name,
-        resume_from=resume, network=_docker_network(network_mode), on_line=out,
-    )
+    # Mounts and variables are checked before anything is built.
+    options = RunOptions(args=tuple(args), mounts=tuple(parse_mount_arg(m) for m in mounts), artifacts_dir=artifacts,
+                         env=parse_env_args(env), gpus=gpus, network=_docker_network(network_mode),
+                         read_only_project=not rw, resume_from=resume)
+    done = _run_project(ctx, path, RunRequest(job=job_name, command=command), ref=ref, image=image, target=target,
+                        network=network, options=options, as_json=as_json)
+    result = done.result
     if as_json:
-        emit_json({**result.to_json(), "image": image_ref})
+        emit_json(done.to_json())
     else:
         _print_result(result)
     _exit_with(result, f"run {result.run_id}")
@@ -114,29 +104,18 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 
     Exported ONNX models are verified in the same image; a model that fails verification fails its job.
     """
-    from envbuilder.project.config import load_config
-    from envbuilder.run.container import run_pipeline
+    from envbuilder.run.launch import RunRequest
+    from envbuilder.run.spec import RunOptions
 
-    settings = settings_of(ctx)
-    project_dir, commit = _project_folder(settings, path, ref)
-    config = load_config(project_dir)
-    if not config.jobs:
-        raise click.UsageError(f"{path} declares no jobs: add [tool.envbuilder.jobs.NAME] with a command")
-    docker, image_ref, plan, plan_hash, project_name = _image_for(ctx, path, commit, image, target, network, as_json)
-    out = _job_output(as_json)
-
-    def announce(name: str) -> None:
-        click.secho(f"── {name} in {image_ref}", bold=True, err=True)
-
-    result = run_pipeline(
-        image=image_ref, project_dir=project_dir, config=config, settings=settings, docker=docker,
-        store=_store(settings), skip=skip, from_checkpoint=from_checkpoint, gpus=gpus, plan=plan, plan_hash=plan_hash,
-        project_name=project_name, network=_docker_network(network_mode), on_line=out, on_job=announce,
-    )
+    what = RunRequest(pipeline=True, skip=tuple(skip), from_checkpoint=from_checkpoint)
+    done = _run_project(ctx, path, what, ref=ref, image=image, target=target, network=network,
+                        options=RunOptions(gpus=gpus, network=_docker_network(network_mode)), as_json=as_json,
+                        on_job=lambda name, image_ref: click.secho(f"── {name} in {image_ref}", bold=True, err=True))
+    result = done.result
     if as_json:
-        emit_json({**result.to_json(), "image": image_ref})
+        emit_json(done.to_json())
     else:
-        _print_pipeline(result, image_ref)
+        _print_pipeline(result, done.image.ref)
     if not result.ok:
         _exit_with(result.runs[-1], f"pipeline stopped at job {result.runs[-1].job!r}: run {result.runs[-1].run_id}")
 
@@ -144,76 +123,42 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
-def _project_folder(settings, path: str, ref: str | None) -> tuple[Path, str | None]:
-    """(the folder the project is read from and mounted, the commit when it came from git)."""
-    if ref is None and Path(path).is_dir():
-        return Path(path), None  # the hot path: no git, and no pydantic models to import
-    from envbuilder.project.gitsource import fetch_project, looks_like_git_url
-
-    if ref is None and not looks_like_git_url(path):
-        from envbuilder.errors import ProjectError
-
-        raise ProjectError("project-not-found", f"no such folder: {path}", "pass the project folder or a git URL")
-    source = fetch_project(path, ref, settings)
-    return Path(source.path), source.commit
-
-
-def _image_for(ctx, source, ref, image, target, network, quiet):
-    """(docker, image, plan, plan_hash, project name): the given --image, else the plan's image, built if needed.
+def _run_project(ctx, source, what, *, ref, image, target, network, options, as_json, on_job=None):
+    """The project run, through the library: envbuilder.run.launch as it is with --image (envbuilder.api
+    imports the resolver, which the run path cannot afford), else envbuilder.api, which builds the image.
 
     target and network are the deferred option values: built here, only when there is a plan to make."""
-    from envbuilder.docker.engine import Docker
-
     settings = settings_of(ctx)
-    docker = Docker(settings.docker_binary)
-    if image:
-        info = docker.image_inspect(image)
-        if info is None:
-            from envbuilder.errors import EXIT_DOCKER, DockerError
-
-            raise DockerError("image-not-found", f"image {image} is not available locally",
-                              "build it with `envbuilder build`, or drop --image to build it now", exit_code=EXIT_DOCKER)
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        return docker, image, None, labels.get("org.envbuilder.plan-hash"), labels.get("org.envbuilder.project") or None
-
-    from envbuilder.api import plan_project
-    from envbuilder.build.image import build_image, is_step_header
-
-    flags, request = target()
-    network = network()
-
-    if network.base_image and request.python is None:
-        from envbuilder.build.base import base_python
-
-        request = request.model_copy(update={"python": base_python(docker, network.base_image)})
-    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
-                              torch_index=network.torch_index_url)
     verbose = bool(ctx.find_root().obj.get("verbose"))
+    chosen = []
+
+    def announce(picked) -> None:
+        chosen.append(picked.ref)
+        if picked.build is not None and (not as_json or verbose):
+            built, plan = picked.build.image, picked.build.plan
+            state = "cached" if built.cached else f"built in {built.seconds:.1f} s"
+            click.echo(f"{click.style(built.image, bold=True)} ({state}; torch {plan.torch.local}, Python {plan.python})",
+                       err=True)
+
+    common = {"ref": ref, "options": options, "image": image, "settings": settings, "on_image": announce,
+              "on_line": _job_output(as_json), "on_job": on_job and (lambda name: on_job(name, chosen[-1]))}
+    if image:
+        from envbuilder.run.launch import run_project
+
+        return run_project(source, what, **common)
+    from envbuilder.api import run_project
+    from envbuilder.build.progress import is_step_header
 
     def progress(line: str) -> None:
         if verbose or is_step_header(line):
             click.secho(line, dim=True, err=True)
 
-    built = build_image(
-        plan, network.render_options(), project_dir=Path(spec.source.path), settings=settings, docker=docker,
-        network=network.network, proxies=network.proxy_env(),
-        ca_cert=Path(network.ca_cert) if network.ca_cert else None, on_line=progress,
-    )
-    if not quiet or verbose:
-        state = "cached" if built.cached else f"built in {built.seconds:.1f} s"
-        click.echo(f"{click.style(built.image, bold=True)} ({state}; torch {plan.torch.local}, Python {plan.python})",
-                   err=True)
-    return docker, built.image, plan, built.plan_hash, plan.project_name
+    flags, request = target()
+    return run_project(source, what, flags=flags, request=request, network=network(), on_build_line=progress, **common)
 
 
 def _docker_network(network_mode: str | None) -> str | None:
     return None if network_mode in (None, "default") else network_mode
-
-
-def _store(settings):
-    from envbuilder.run.store import RunStore
-
-    return RunStore.from_settings(settings)
 
 
 def _job_output(as_json: bool):
@@ -234,10 +179,10 @@ def _exit_with(result, what: str) -> None:
     code = _exit_code(result)
     if code == 0:
         return
-    from envbuilder.errors import EnvbuilderError
+    from envbuilder.errors import JobEnded
 
-    raise EnvbuilderError(f"run-{result.status}", f"{what} {result.status}: {result.message or f'exit {code}'}",
-                          f"read the log: {result.log_path}", {"run_id": result.run_id}, exit_code=code)
+    raise JobEnded(f"run-{result.status}", f"{what} {result.status}: {result.message or f'exit {code}'}",
+                   f"read the log: {result.log_path}", {"run_id": result.run_id}, job_exit_code=code)
 
 
 def _metrics_text(metrics) -> str:

@@ -34,7 +34,7 @@ def _reconcile(ctx: click.Context, store) -> None:
 
 
 def _row(record) -> dict[str, Any]:
-    return record.model_dump(mode="json")
+    return record.to_json()
 
 
 @click.group("runs")

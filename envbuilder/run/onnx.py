@@ -17,7 +17,8 @@ from typing import Any
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.run.incontainer import CONTAINER_TOOLS_DIR, TOOLS_DIR
-from envbuilder.render import LABEL_PREFIX
+from envbuilder.imagelayout import LABEL_ROLE
+from envbuilder.run.record import plan_summary
 
 CONTAINER_ARTIFACTS = "/artifacts"
 RESULT_PREFIX = "ENVBUILDER_ONNX_RESULT "
@@ -95,19 +96,6 @@ def _opt_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def plan_summary(plan: Any = None, *, plan_hash: str | None = None, image_labels: Mapping[str, str] | None = None) -> dict:
-    """What the model was built with, from the plan when we have it, else from the image's labels."""
-    if plan is not None:
-        from envbuilder.resolve.plan import plan_digest
-
-        return {"torch": plan.torch.version, "flavor": plan.torch.flavor, "python": plan.python,
-                "plan_hash": plan_hash or plan_digest(plan)}
-    labels = image_labels or {}
-    summary = {key: labels.get(f"{LABEL_PREFIX}.{key}") for key in ("torch", "flavor", "python")}
-    summary["plan_hash"] = plan_hash or labels.get(f"{LABEL_PREFIX}.plan-hash")
-    return summary
-
-
 def build_request(checks: Iterable[ExportCheck], plan: Mapping[str, Any]) -> dict:
     """The JSON the in-container script takes; every path is a container path under /artifacts."""
     def inside(rel: str | None) -> str | None:
@@ -148,13 +136,15 @@ def verify_exports(
     artifacts_dir: Path,
     checks: Iterable[ExportCheck],
     docker: Any,
-    plan: Any = None,
-    plan_hash: str | None = None,
+    built_with: Mapping[str, Any] | None = None,
     user: str | None = None,
     gpus: str | int | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> list[VerifiedModel]:
     """Verify every declared model in one container of `image`; one VerifiedModel per check, in order.
+
+    built_with: plan_summary() of the image's plan, written into each model's metadata; None reads it from the
+    image's labels.
 
     Raises EnvbuilderError("onnx-verify-crashed") when the script gave no result for some model (the image
     has no Python, the tools could not be mounted); a model that fails verification is a result, not an error.
@@ -163,11 +153,10 @@ def verify_exports(
     if not checks:
         return []
     artifacts_dir = Path(artifacts_dir).resolve()
-    labels = {}
-    if plan is None:
+    if built_with is None:
         info = docker.image_inspect(image) or {}
-        labels = (info.get("Config") or {}).get("Labels") or {}
-    request = build_request(checks, plan_summary(plan, plan_hash=plan_hash, image_labels=labels))
+        built_with = plan_summary(image_labels=(info.get("Config") or {}).get("Labels") or {})
+    request = build_request(checks, built_with)
     command = ["python", f"{CONTAINER_TOOLS_DIR}/verify_onnx.py", json.dumps(request)]
     lines: list[str] = []
 
@@ -181,7 +170,7 @@ def verify_exports(
         mounts=[(str(TOOLS_DIR), CONTAINER_TOOLS_DIR, True), (str(artifacts_dir), CONTAINER_ARTIFACTS, False)],
         env={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
         user=user, workdir=CONTAINER_ARTIFACTS, gpus=gpus,
-        labels={f"{LABEL_PREFIX}.role": "onnx-verify"}, attach=True,
+        labels={LABEL_ROLE: "onnx-verify"}, attach=True,
     )
     try:
         docker.follow_to_exit(container, collect)

@@ -1,26 +1,38 @@
-"""RunRecord: one run as the run store (envbuilder.run.store) holds it, as a frozen pydantic value.
+"""RunRecord: one run as the run store holds it, and the statuses a run can be in.
 
-Separate from the store so that writing a run's record imports no pydantic; the store's reads build these.
-Must not import docker.
+A frozen dataclass, not a pydantic model: the store returns one from every start and read, and `envbuilder run`
+must not pay for importing pydantic. The store (envbuilder.run.store) imports this module, never the reverse.
+Must not import docker, pydantic (the plan's module is imported only when given a plan) or the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from envbuilder.run.store import RUNNING, RunStatus
-from envbuilder.values import Value
+from envbuilder.imagelayout import (
+    LABEL_FLAVOR,
+    LABEL_PLAN_HASH,
+    LABEL_PYTHON,
+    LABEL_TORCH,
+)
+
+RunStatus = Literal["running", "completed", "failed", "stopped"]
+RUNNING: RunStatus = "running"
+FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "stopped")
 
 
-class RunRecord(Value):
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
     """One run as the store holds it. Times are UTC."""
 
     id: str
     project: str
     job: str | None = None
     image: str | None = None
-    plan: dict[str, Any] | None = None
+    plan: Mapping[str, Any] | None = None
     command: tuple[str, ...]
     status: RunStatus
     started_at: datetime
@@ -29,7 +41,7 @@ class RunRecord(Value):
     container_id: str | None = None
     log_path: str
     artifacts_dir: str | None = None
-    args: dict[str, Any] = {}
+    args: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
     stop_requested_at: datetime | None = None
     owner_host: str | None = None
@@ -43,3 +55,30 @@ class RunRecord(Value):
     def duration_s(self) -> float | None:
         end = self.finished_at or (datetime.now(timezone.utc) if self.running else None)
         return None if end is None else (end - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field in declaration order; times in ISO 8601 with `Z` (what `runs list --json` has always printed)."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+
+def plan_summary(plan: Any = None, *, plan_hash: str | None = None, image_labels: Mapping[str, str] | None = None) -> dict:
+    """What a run keeps of the plan its image was built from (torch, flavour, Python, plan hash): from the plan
+    when the run resolved it, else from the labels envbuilder put on the image."""
+    if plan is not None:
+        from envbuilder.resolve.plan import plan_digest
+
+        return {"torch": plan.torch.version, "flavor": plan.torch.flavor, "python": plan.python,
+                "plan_hash": plan_hash or plan_digest(plan)}
+    labels = image_labels or {}
+    return {"torch": labels.get(LABEL_TORCH), "flavor": labels.get(LABEL_FLAVOR), "python": labels.get(LABEL_PYTHON),
+            "plan_hash": plan_hash or labels.get(LABEL_PLAN_HASH)}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value

@@ -1,8 +1,8 @@
 """The run store: every run's record and metric series, in SQLite, safe with many writers at once.
 
 Owns RunStore and the database schema (created on first use, migrated by `user_version`); RunRecord, the
-pydantic value its reads return, lives in envbuilder.run.record and is imported on first read: recording a run
-(record_start / record_finish) builds no record, so `envbuilder run` does not pay for importing pydantic.
+frozen value its starts and reads return, lives in envbuilder.run.record (which imports nothing of the store).
+One way to write a run's life: start_run, set_container, add_metrics, request_stop, finish_run.
 Several runs and processes write at once: the database is in WAL mode, each connection waits on a
 busy lock (busy_timeout) instead of failing, and every write is one `BEGIN IMMEDIATE` transaction.
 Each thread keeps its own connection (opened on first use), so a RunStore may be shared between threads;
@@ -25,21 +25,11 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.run.metrics import MetricPoint
-
-if TYPE_CHECKING:
-    from envbuilder.run.record import RunRecord
-
-RunStatus = Literal["running", "completed", "failed", "stopped"]
-RUNNING: RunStatus = "running"
-COMPLETED: RunStatus = "completed"
-FAILED: RunStatus = "failed"
-STOPPED: RunStatus = "stopped"
-STATUSES: tuple[RunStatus, ...] = (RUNNING, COMPLETED, FAILED, STOPPED)
-FINISHED_STATUSES: tuple[RunStatus, ...] = (COMPLETED, FAILED, STOPPED)
+from envbuilder.run.record import FINISHED_STATUSES, RUNNING, RunRecord, RunStatus
 
 # Container states (Docker's State.Status) in which the run is over. Anything else (running, paused, a state
 # a newer engine invents) leaves the record alone: failing a live run is worse than a late update.
@@ -85,15 +75,6 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-def __getattr__(name: str) -> Any:
-    # `from envbuilder.run.store import RunRecord` keeps working; the pydantic import happens here, on first use.
-    if name == "RunRecord":
-        from envbuilder.run.record import RunRecord
-
-        return RunRecord
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MetricSeries = dict[str, list[tuple[int, float]]]
@@ -204,45 +185,34 @@ class RunStore:
         plan: dict[str, Any] | None = None,
         artifacts_dir: str | os.PathLike[str] | None = None,
         args: dict[str, Any] | None = None,
-        container_id: str | None = None,
     ) -> RunRecord:
-        """Record a new `running` run (owned by this process) and create its folder and empty log file."""
-        run_id, _ = self.record_start(project, command, job=job, image=image, plan=plan, artifacts_dir=artifacts_dir,
-                                      args=args, container_id=container_id)
-        return self.get(run_id)
+        """Record a new `running` run (owned by this process) and create its folder and empty log file.
 
-    def record_start(
-        self,
-        project: str,
-        command: Sequence[str],
-        *,
-        job: str | None = None,
-        image: str | None = None,
-        plan: dict[str, Any] | None = None,
-        artifacts_dir: str | os.PathLike[str] | None = None,
-        args: dict[str, Any] | None = None,
-        container_id: str | None = None,
-    ) -> tuple[str, Path]:
-        """start_run without reading the record back: returns (run id, log file)."""
+        The record returned is the one written, built here rather than read back: a run's start costs one write."""
         now = datetime.now(timezone.utc)
         for _ in range(20):
             run_id = new_run_id(now)
             log_path = self.runs_dir / run_id / "log.txt"
+            record = RunRecord(
+                id=run_id, project=project, job=job, image=image, plan=plan, command=tuple(command), status=RUNNING,
+                started_at=now, log_path=str(log_path), artifacts_dir=None if artifacts_dir is None else str(artifacts_dir),
+                args=dict(args or {}), owner_host=socket.gethostname(), owner_pid=os.getpid(),
+            )
             try:
                 with self._write() as conn:
                     conn.execute(
                         "INSERT INTO runs (id, project, job, image, plan, command, status, started_at, log_path,"
-                        " artifacts_dir, args, container_id, owner_host, owner_pid)"
-                        " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, project, job, image, _dump(plan), json.dumps(list(command)), now.timestamp(),
-                         str(log_path), None if artifacts_dir is None else str(artifacts_dir),
-                         json.dumps(args or {}), container_id, socket.gethostname(), os.getpid()),
+                        " artifacts_dir, args, owner_host, owner_pid)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                        (record.id, project, job, image, _dump(plan), json.dumps(list(command)), now.timestamp(),
+                         record.log_path, record.artifacts_dir, json.dumps(args or {}), record.owner_host,
+                         record.owner_pid),
                     )
             except sqlite3.IntegrityError:
                 continue  # two runs started in the same second drew the same suffix
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.touch(exist_ok=True)
-            return run_id, log_path
+            return record
         raise EnvbuilderError("run-id-exhausted", "could not draw a unique run id", "try again")
 
     def set_container(self, run_id: str, container_id: str) -> None:
@@ -263,13 +233,8 @@ class RunStore:
             conn.executemany("INSERT INTO metrics (run_id, step, name, value, t) VALUES (?, ?, ?, ?, ?)", rows)
         return len(rows)
 
-    def finish_run(self, run_id: str, status: RunStatus, exit_code: int | None, error: str | None = None) -> RunRecord:
+    def finish_run(self, run_id: str, status: RunStatus, exit_code: int | None, error: str | None = None) -> None:
         """Record how the run ended. The last finisher wins (a late `completed` corrects a reconciled `failed`)."""
-        self.record_finish(run_id, status, exit_code, error)
-        return self.get(run_id)
-
-    def record_finish(self, run_id: str, status: RunStatus, exit_code: int | None, error: str | None = None) -> None:
-        """finish_run without reading the record back."""
         if status not in FINISHED_STATUSES:
             raise ValueError(f"finish_run needs one of {FINISHED_STATUSES}, got {status!r}")
         self._update(run_id, "status = ?, exit_code = ?, error = ?, finished_at = ?",
@@ -318,14 +283,6 @@ class RunStore:
         if row is None:
             raise _not_found(run_id)
         return _record(row)
-
-    def find(self, run_id: str) -> RunRecord | None:
-        try:
-            return self.get(run_id)
-        except EnvbuilderError as exc:
-            if exc.code == "run-not-found":
-                return None
-            raise
 
     def list_runs(self, limit: int | None = 20, project: str | None = None, status: RunStatus | None = None,
                   job: str | None = None) -> list[RunRecord]:
@@ -437,8 +394,6 @@ def _time(value: float | None) -> datetime | None:
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
-    from envbuilder.run.record import RunRecord
-
     return RunRecord(
         id=row["id"], project=row["project"], job=row["job"], image=row["image"],
         plan=None if row["plan"] is None else json.loads(row["plan"]),

@@ -157,6 +157,17 @@ def _feed(session, model: dict, np, rng) -> dict:
     return feed
 
 
+def _run_checked(session, feed, np, output_names, inputs):
+    """The model's outputs on `feed`; a crash or a NaN/inf output fails verification, naming the inputs."""
+    try:
+        outputs = session.run(None, feed)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise VerificationFailed(f"running it on {inputs} failed: {first}") from None
+    _check_finite(np, output_names, outputs, inputs)
+    return outputs
+
+
 def _check_finite(np, names, outputs, what: str) -> None:
     for name, value in zip(names, outputs):
         arr = np.asarray(value)
@@ -187,21 +198,12 @@ def verify_model(model: dict, seed: int, result: dict) -> None:
         raise VerificationFailed(f"declared output(s) {missing_outputs} not in the model (it has {output_names})")
 
     rng = np.random.default_rng(seed)
-    feed = _feed(session, model, np, rng)
-    try:
-        outputs = session.run(None, feed)
-    except Exception as exc:
-        raise VerificationFailed(f"running it on the declared shapes failed: {str(exc).strip().splitlines()[0][:300]}") from None
-    _check_finite(np, output_names, outputs, "random inputs of the declared shapes")
+    _run_checked(session, _feed(session, model, np, rng), np, output_names, "random inputs of the declared shapes")
 
     if model.get("reference_inputs"):
         with np.load(model["reference_inputs"]) as ref_in:
             ref_feed = {name: ref_in[name] for name in ref_in.files}
-        try:
-            got = session.run(None, ref_feed)
-        except Exception as exc:
-            raise VerificationFailed(f"running it on the reference inputs failed: {str(exc).strip().splitlines()[0][:300]}") from None
-        _check_finite(np, output_names, got, "the reference inputs")
+        got = _run_checked(session, ref_feed, np, output_names, "the reference inputs")
         if model.get("reference_outputs"):
             rtol, atol = float(model.get("rtol", 1e-4)), float(model.get("atol", 1e-5))
             with np.load(model["reference_outputs"]) as ref_out:

@@ -1,0 +1,143 @@
+"""Running a project: from a project folder (or git URL) and an image to a finished run or pipeline.
+
+Owns run_project, the steps `envbuilder run` and `envbuilder pipeline` take after parsing their arguments:
+find the project folder, check the job exists (before any build), get the image, then run the job, the bare
+command or the pipeline. envbuilder.api.run_project is this function with the build step filled in
+(api.build_project); `run --image` calls this module directly because envbuilder.api imports the resolver's
+models (~0.15 s, more than the whole run path may cost).
+Must not import pydantic, rich or the docker SDK at module level, nor envbuilder.api, build or the CLI: the
+build step is a callable the caller passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envbuilder.errors import DockerError, ProjectError, UsageError
+from envbuilder.imagelayout import LABEL_PLAN_HASH, LABEL_PROJECT
+from envbuilder.run.container import execute_run, host_has_nvidia
+from envbuilder.run.record import plan_summary
+from envbuilder.run.spec import RunOptions, run_spec
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run from the project: one job (with options.args), a bare command, or the whole pipeline."""
+
+    job: str | None = None
+    command: tuple[str, ...] = ()
+    pipeline: bool = False
+    skip: tuple[str, ...] = ()  # pipeline jobs left out
+    from_checkpoint: str | None = None  # resumes the pipeline's first job that has a resume-arg
+
+
+@dataclass(frozen=True)
+class ProjectImage:
+    """The image a run uses, and what is known of how it was built."""
+
+    ref: str
+    plan: Mapping[str, Any] | None = None  # plan_summary(): torch, flavour, Python and plan hash, as the store keeps it
+    project_name: str | None = None
+    build: Any = None  # envbuilder.api.ProjectBuild when this run built (or found) the image from the project
+
+
+@dataclass(frozen=True)
+class ProjectRun:
+    image: ProjectImage
+    result: Any  # RunResult, or run.pipeline.PipelineResult for a pipeline
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    def to_json(self) -> dict:
+        return {**self.result.to_json(), "image": self.image.ref}
+
+
+BuildStep = Callable[[str, "str | None"], ProjectImage]  # (source, git commit or ref) -> the project's image
+
+
+def run_project(
+    source: str,
+    what: RunRequest,
+    *,
+    settings: Any,
+    ref: str | None = None,
+    options: RunOptions | None = None,
+    image: str | None = None,
+    build: BuildStep | None = None,
+    docker: Any = None,
+    on_image: Callable[[ProjectImage], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_job: Callable[[str], None] | None = None,
+    has_nvidia: Callable[[], bool] = host_has_nvidia,
+) -> ProjectRun:
+    """Run `what` from the project at `source` in `image` (used as it is), or in the image `build` makes.
+
+    on_image is told the image before anything runs; on_job, each pipeline job as it starts; on_line gets
+    the jobs' output. Raises EnvbuilderError before anything runs when the project, job or image is wrong.
+    """
+    if image is None and build is None:
+        raise UsageError("usage", "no image to run in", "pass an image, or use envbuilder.api.run_project to build one")
+    project_dir, commit = project_folder(source, ref, settings)
+    config = job = None
+    if what.pipeline or what.job:
+        from envbuilder.project.config import load_config
+
+        config = load_config(project_dir)
+        if what.job:
+            job = config.job(what.job)  # an unknown job fails now, not after a build
+        elif not config.jobs:
+            raise UsageError("usage", f"{source} declares no jobs",
+                             "add [tool.envbuilder.jobs.NAME] with a command to its config")
+    if docker is None:
+        from envbuilder.docker.engine import Docker
+
+        docker = Docker(settings.docker_binary)
+    chosen = existing_image(docker, image) if image is not None else build(source, commit or ref)
+    if on_image:
+        on_image(chosen)
+    from envbuilder.run.store import RunStore
+
+    store = RunStore.from_settings(settings)
+    if what.pipeline:
+        from envbuilder.run.pipeline import run_pipeline
+
+        result: Any = run_pipeline(
+            chosen.ref, project_dir, config, docker=docker, store=store, skip=what.skip,
+            from_checkpoint=what.from_checkpoint, options=options, plan=chosen.plan,
+            project_name=chosen.project_name, has_nvidia=has_nvidia, on_line=on_line, on_job=on_job)
+    else:
+        spec = run_spec(chosen.ref, project_dir, job=job, job_name=what.job, command=what.command, options=options,
+                        plan=chosen.plan, project_name=chosen.project_name, has_nvidia=has_nvidia)
+        result = execute_run(spec, docker=docker, store=store, on_line=on_line)
+    return ProjectRun(chosen, result)
+
+
+def project_folder(source: str, ref: str | None, settings: Any) -> tuple[Path, str | None]:
+    """(the folder the project is read from and mounted, the commit when it came from git)."""
+    if ref is None and Path(source).is_dir():
+        return Path(source), None  # the hot path: no git, and no pydantic models to import
+    from envbuilder.project.gitsource import fetch_project, looks_like_git_url
+
+    if ref is None and not looks_like_git_url(source):
+        raise ProjectError("project-not-found", f"no such folder: {source}", "pass the project folder or a git URL")
+    fetched = fetch_project(source, ref, settings)
+    return Path(fetched.path), fetched.commit
+
+
+def existing_image(docker: Any, ref: str) -> ProjectImage:
+    """An image given by name, used as it is; its labels say how it was built when envbuilder built it."""
+    info = docker.image_inspect(ref)
+    if info is None:
+        raise DockerError("image-not-found", f"image {ref} is not available locally",
+                          "build it with `envbuilder build`, or drop --image to build it now")
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    plan = None
+    if labels.get(LABEL_PLAN_HASH):
+        plan = plan_summary(image_labels=labels)
+    return ProjectImage(ref, plan, labels.get(LABEL_PROJECT) or None)
+
