@@ -13,7 +13,7 @@ import sys
 import click
 
 from envbuilder import __version__
-from envbuilder.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EnvbuilderError
+from envbuilder.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EnvbuilderError, UsageError
 
 # command name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -70,7 +70,9 @@ def cli(ctx: click.Context, verbose: bool, data_dir: str | None, docker_binary: 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every failure into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
-    verbose = "-v" in args or "--verbose" in args
+    own_args = args[: args.index("--")] if "--" in args else args  # what follows -- is the job's command line
+    verbose = "-v" in own_args or "--verbose" in own_args
+    as_json = "--json" in own_args
     restore = _terminate_like_ctrl_c()
     try:
         # With standalone_mode=False click returns ctx.exit(N)'s code instead of exiting.
@@ -83,13 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code if exc.exit_code else EXIT_USAGE
+        code = exc.exit_code if exc.exit_code else EXIT_USAGE
+        if as_json:
+            _emit_error_json(UsageError("usage", exc.format_message()).to_json() | {"exit_code": code})
+        return code
     except EnvbuilderError as exc:
         if verbose:
             import traceback
 
             traceback.print_exc()
         click.echo(f"envbuilder: {exc}", err=True)
+        if as_json:
+            _emit_error_json(exc.to_json())
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("envbuilder: interrupted", err=True)
@@ -101,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         restore()
+
+
+def _emit_error_json(payload: dict) -> None:
+    """With --json, every command's failure is also one JSON object on stdout, so a host app never parses text."""
+    import json
+
+    click.echo(json.dumps(payload, indent=2, default=str))
 
 
 def _terminate_like_ctrl_c():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from envbuilder.errors import EXIT_USAGE, EnvbuilderError
+from envbuilder.errors import EnvbuilderError, UsageError
 
 
 @click.group()
@@ -29,7 +29,7 @@ def serve(wheels: tuple[Path, ...], root: Path | None, port: int) -> None:
     from envbuilder.index.server import IndexServer
 
     if not wheels and root is None:
-        raise EnvbuilderError("index-empty", "nothing to serve", "name wheel files or folders, or --root DIR", exit_code=EXIT_USAGE)
+        raise UsageError("index-empty", "nothing to serve", "name wheel files or folders, or --root DIR")
     server = IndexServer(wheels, root=root, port=port)
     try:
         server.start()

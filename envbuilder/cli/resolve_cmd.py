@@ -6,7 +6,6 @@ import click
 
 from envbuilder.cli.options import target_options
 from envbuilder.cli.output import console, emit_json, settings_of
-from envbuilder.errors import ResolveConflict
 
 
 @click.command()
@@ -25,14 +24,9 @@ def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, to
     """
     from envbuilder.api import plan_project
 
-    try:
-        _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                               torch_index=torch_index_url, index_required=False)
-    except ResolveConflict as exc:
-        if as_json:
-            emit_json({"status": "conflict", "code": exc.code, "reasons": exc.context.get("reasons", [exc.message]),
-                       "hint": exc.hint, "warnings": []})
-        raise
+    # A conflict's JSON (status "conflict", its reasons) is printed by cli.main, like every command's errors.
+    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
+                           torch_index=torch_index_url, index_required=False)
     if as_json:
         emit_json(plan.to_json())
         return
