@@ -172,3 +172,29 @@ def test_ctrl_c_kills_the_build_and_moves_no_tag(build_env, cpuproj_image, cpupr
     assert build_env.docker.image_inspect("envbuilder/cpuproj:latest")["Id"] == latest_before
     ps = run_command(["ps", "-eo", "args"], timeout=10)
     assert f"envbuilder/cpuproj:{key16}" not in ps.stdout, "the docker build client is still running"
+
+
+def test_cli_and_api_build_the_same_plan_and_key(cli, build_env, cpuproj_image, cpuproj_dir, torch_cpu_index):
+    """Same inputs, same plan and image key, whether through `envbuilder build` or envbuilder.api.build_project.
+    The base image's Python (3.11) is not the matrix's newest, so the API must pin it as the CLI does."""
+    from support.fixtures import CPU_TARGET
+
+    from envbuilder.api import build_project, plan_project
+    from envbuilder.render.network import NetworkOptions
+    from envbuilder.resolve.plan import TargetFlags
+
+    flags = TargetFlags(**CPU_TARGET)
+    network = NetworkOptions(base_image=build_env.base_image, torch_index_url=torch_cpu_index.url,
+                             ca_cert=str(HOST_CA), network="host")
+    _, unpinned = plan_project(str(cpuproj_dir), flags=flags, settings=build_env.settings)
+    assert unpinned.python != "3.11"
+    api = build_project(str(cpuproj_dir), flags=flags, network=network, settings=build_env.settings,
+                        engine=build_env.docker)
+    result = cli("--data-dir", str(build_env.settings.data_dir), "build", str(cpuproj_dir), "--target-os", "linux",
+                 "--target-arch", "x86_64", "--gpu", "none", "--base-image", build_env.base_image,
+                 "--torch-index-url", torch_cpu_index.url, "--ca-cert", str(HOST_CA), "--network", "host", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert api.plan.python == out["python"] == "3.11"
+    assert (out["plan_hash"], out["build_key"]) == (api.image.plan_hash, api.image.build_key)
+    assert api.image.build_key == cpuproj_image.build_key

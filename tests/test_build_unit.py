@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from envbuilder.build.image import (
-    BuildProgress,
-    base_images,
-    build_image,
-    build_key,
-    is_step_header,
-    serve_wheelhouse,
-    slug,
-    wheelhouse_port,
-)
-from envbuilder.build.context import compile_rules, context_digest, ignore_patterns, is_ignored, iter_context
+from envbuilder.build.image import build_image
+from envbuilder.build.key import base_images, build_key, slug
+from envbuilder.build.progress import BuildProgress, is_step_header
+from envbuilder.index.server import wheelhouse_port
+from envbuilder.build.context import context_digest, ignore_patterns, ignore_spec, is_ignored, iter_context
 from envbuilder.errors import DockerError
-from envbuilder.resolve.plan import Plan, Target, TorchChoice
+from envbuilder.resolve.plan import Plan, Target, TorchChoice, plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.settings import Settings
+from support.fake_engine import FakeEngine
 
 CAPTURED = Path(__file__).parent / "support" / "captured"
 
@@ -93,9 +87,13 @@ def test_base_images_skips_stage_references_and_flags():
     (["[a-c]*.txt"], "b.txt", True),
     (["[!a-c]*.txt"], "b.txt", False),
     (["*.py[cod]"], "x.pyc", True),
+    (["[^a-c]*.txt"], "b.txt", False),  # Go's spelling of a negated class
+    (["[^a-c]*.txt"], "d.txt", True),
+    (["a/**/b"], "a/x/y/b/c.txt", True),
+    (["docs/*.md"], "docs/sub/x.md", False),
 ])
 def test_ignore_rules_follow_docker_semantics(patterns, path, ignored):
-    assert is_ignored(path, compile_rules(patterns)) is ignored
+    assert is_ignored(path, ignore_spec(patterns)) is ignored
 
 
 def test_ignore_patterns_are_defaults_then_the_projects(tmp_path):
@@ -201,51 +199,23 @@ def test_is_step_header(line, header):
     assert is_step_header(line) is header
 
 
-# --- wheelhouse server ------------------------------------------------------------------------------------
-def test_wheelhouse_port_is_derived_from_the_folder(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    assert wheelhouse_port(a) == wheelhouse_port(a)
-    assert 20000 <= wheelhouse_port(a) < 32000
-    assert wheelhouse_port(a) != wheelhouse_port(b)
-
-
-def test_serve_wheelhouse_lists_wheels_on_loopback_only(tmp_path):
-    (tmp_path / "demo-1.0-py3-none-any.whl").write_bytes(b"PK")
-    with serve_wheelhouse(tmp_path) as url:
-        assert url.startswith("http://127.0.0.1:")
-        listing = urllib.request.urlopen(url, timeout=5).read().decode()
-        assert 'href="demo-1.0-py3-none-any.whl"' in listing
-        assert urllib.request.urlopen(url + "demo-1.0-py3-none-any.whl", timeout=5).read() == b"PK"
-
-
 # --- build_image against a fake engine --------------------------------------------------------------------
-class FakeDocker:
-    """The Docker boundary: images in a dict, builds that replay lines or fail the way the CLI does."""
+BUILD_LINES = ["#1 [base 1/1] FROM envbuilder/base-python:3.11-bookworm", "#1 CACHED",
+               "#2 [torch 1/1] RUN uv pip install torch==2.13.0+cpu"]
 
-    def __init__(self, behaviour: str = "ok") -> None:
-        self.images: dict[str, dict] = {"envbuilder/base-python:3.11-bookworm": {"Id": "sha256:base"}}
-        self.behaviour = behaviour
-        self.builds: list = []
 
-    def image_inspect(self, ref):
-        return self.images.get(ref)
-
-    def tag(self, image, ref):
-        self.images[ref] = {"Id": image}
-
-    def build(self, request, *, on_line, timeout=None):
-        self.builds.append(request)
-        on_line("#1 [base 1/1] FROM envbuilder/base-python:3.11-bookworm")
-        on_line("#1 CACHED")
-        on_line("#2 [torch 1/1] RUN uv pip install torch==2.13.0+cpu")
-        if self.behaviour == "interrupt":
-            raise KeyboardInterrupt
-        if self.behaviour == "fail":
-            on_line("#2 1.0 error: No solution found when resolving dependencies")
-            raise DockerError("dependency-unresolvable", "docker build failed: No solution found", "check the index")
-        on_line("#2 DONE 3.0s")
-        self.images[request.tag] = {"Id": f"sha256:{len(self.builds)}"}
+def fake_docker(behaviour: str = "ok") -> FakeEngine:
+    """The Docker boundary: a base image, and builds that replay lines or fail the way the CLI does."""
+    engine = FakeEngine(build_lines=list(BUILD_LINES))
+    engine.add_image("envbuilder/base-python:3.11-bookworm", "sha256:base")
+    if behaviour == "interrupt":
+        engine.build_error = KeyboardInterrupt()
+    elif behaviour == "fail":
+        engine.build_lines.append("#2 1.0 error: No solution found when resolving dependencies")
+        engine.build_error = DockerError("dependency-unresolvable", "docker build failed: No solution found", "check the index")
+    else:
+        engine.build_lines.append("#2 DONE 3.0s")
+    return engine
 
 
 @pytest.fixture
@@ -263,7 +233,7 @@ def _build(project, tmp_path, docker, **kwargs):
 
 
 def test_second_build_is_cached_without_the_cli(project, tmp_path):
-    docker = FakeDocker()
+    docker = fake_docker()
     first = _build(project, tmp_path, docker)
     assert not first.cached and first.image.startswith("envbuilder/my-project:")
     assert first.image.endswith(first.build_key[:16])
@@ -281,7 +251,7 @@ def test_second_build_is_cached_without_the_cli(project, tmp_path):
 def test_the_ca_bundle_and_credentials_do_not_change_the_key(project, tmp_path):
     ca1, ca2 = tmp_path / "ca1.pem", tmp_path / "ca2.pem"
     ca1.write_text("CA-BYTES-ONE"), ca2.write_text("CA-BYTES-TWO")
-    docker = FakeDocker()
+    docker = fake_docker()
     a = _build(project, tmp_path, docker, ca_cert=ca1, proxies={"HTTPS_PROXY": "http://p:1"})
     b = _build(project, tmp_path, docker, ca_cert=ca2)
     assert b.cached and a.build_key == b.build_key
@@ -292,7 +262,7 @@ def test_the_ca_bundle_and_credentials_do_not_change_the_key(project, tmp_path):
 
 
 def test_a_new_base_image_id_changes_the_key(project, tmp_path):
-    docker = FakeDocker()
+    docker = fake_docker()
     a = _build(project, tmp_path, docker)
     docker.images["envbuilder/base-python:3.11-bookworm"] = {"Id": "sha256:newbase"}
     b = _build(project, tmp_path, docker)
@@ -302,7 +272,7 @@ def test_a_new_base_image_id_changes_the_key(project, tmp_path):
 def test_dockerfile_override_is_built_as_given(project, tmp_path):
     edited = tmp_path / "Dockerfile.edited"
     edited.write_text("FROM envbuilder/base-python:3.11-bookworm\nRUN echo edited\n")
-    docker = FakeDocker()
+    docker = fake_docker()
     built = _build(project, tmp_path, docker, dockerfile_override=edited)
     assert Path(docker.builds[0].dockerfile).read_text() == edited.read_text()
     ignore = Path(docker.builds[0].dockerfile).with_name("Dockerfile.dockerignore").read_text()
@@ -313,7 +283,7 @@ def test_dockerfile_override_is_built_as_given(project, tmp_path):
 def test_local_find_links_are_served_and_force_host_network(project, tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    docker = FakeDocker()
+    docker = fake_docker()
     options = RenderOptions(base_image="envbuilder/base-python:3.11-bookworm", find_links=(str(wheels),))
     built = _build(project, tmp_path, docker, options=options)
     request = docker.builds[0]
@@ -324,8 +294,8 @@ def test_local_find_links_are_served_and_force_host_network(project, tmp_path):
 
 
 def test_a_failed_build_names_its_log_and_keeps_the_previous_image(project, tmp_path):
-    good = _build(project, tmp_path, FakeDocker())
-    docker = FakeDocker("fail")
+    good = _build(project, tmp_path, fake_docker())
+    docker = fake_docker("fail")
     docker.images.update({good.image: {"Id": good.image_id}, "envbuilder/my-project:latest": {"Id": good.image_id}})
     (project / "train.py").write_text("print('changed')\n")
     with pytest.raises(DockerError) as err:
@@ -337,7 +307,7 @@ def test_a_failed_build_names_its_log_and_keeps_the_previous_image(project, tmp_
 
 
 def test_ctrl_c_keeps_the_log_and_applies_no_tag(project, tmp_path):
-    docker = FakeDocker("interrupt")
+    docker = fake_docker("interrupt")
     with pytest.raises(KeyboardInterrupt):
         _build(project, tmp_path, docker)
     logs = list((tmp_path / "home" / "logs").glob("build-*.log"))
@@ -349,8 +319,33 @@ def test_proxy_args_must_be_proxy_variables(project, tmp_path):
     from envbuilder.errors import EnvbuilderError
 
     with pytest.raises(EnvbuilderError) as err:
-        _build(project, tmp_path, FakeDocker(), proxies={"SECRET_TOKEN": "x"})
+        _build(project, tmp_path, fake_docker(), proxies={"SECRET_TOKEN": "x"})
     assert err.value.code == "bad-proxy-arg"
+
+
+def test_build_project_pins_python_to_the_base_images(tmp_path):
+    """The API, like the CLI, resolves for the base image's Python when none is asked for (it used not to)."""
+    import shutil
+
+    from envbuilder.api import build_project
+    from envbuilder.render.network import NetworkOptions
+    from envbuilder.resolve.plan import ResolveRequest, TargetFlags
+
+    project = tmp_path / "cpuproj"
+    shutil.copytree(Path(__file__).parent / "data" / "projects-build" / "cpuproj", project)
+    docker = fake_docker()
+    docker.images["py312-base"] = {"Id": "sha256:b312", "Config": {"Labels": {"org.envbuilder.python": "3.12"}}}
+    flags = TargetFlags(os="linux", arch="x86_64", gpu="none")
+    settings = Settings(tmp_path / "home")
+    pinned = build_project(str(project), flags=flags, network=NetworkOptions(base_image="py312-base"),
+                           settings=settings, engine=docker)
+    assert pinned.plan.python == "3.12" and pinned.image.plan_hash == plan_digest(pinned.plan)
+    assert "FROM py312-base" in Path(docker.builds[0].dockerfile).read_text()
+    asked = build_project(str(project), flags=flags, request=ResolveRequest(python="3.11"),
+                          network=NetworkOptions(base_image="py312-base"), settings=settings, engine=docker)
+    assert asked.plan.python == "3.11"  # an explicit Python is the user's: kept, even against the base
+    unbased = build_project(str(project), flags=flags, settings=settings, engine=docker)
+    assert unbased.plan.python not in ("3.11", "3.12")  # the matrix's newest: what a base image must override
 
 
 # --- base image helpers (pure parts) ----------------------------------------------------------------------
@@ -366,30 +361,23 @@ def test_python_in_rootfs_reads_the_python3_link(tmp_path):
 def test_base_python_prefers_labels_then_env(tmp_path):
     from envbuilder.build.base import base_python
 
-    class Images:
-        def image_inspect(self, ref):
-            return {
-                "labelled": {"Config": {"Labels": {"org.envbuilder.python": "3.12"}}},
-                "official": {"Config": {"Env": ["PATH=/usr/bin", "PYTHON_VERSION=3.10.14"]}},
-            }.get(ref)
+    images = FakeEngine()
+    images.add_image("labelled", labels={"org.envbuilder.python": "3.12"})
+    images.add_image("official", env=["PATH=/usr/bin", "PYTHON_VERSION=3.10.14"])
 
-    assert base_python(Images(), "labelled") == "3.12"
-    assert base_python(Images(), "official") == "3.10"
+    assert base_python(images, "labelled") == "3.12"
+    assert base_python(images, "official") == "3.10"
     with pytest.raises(DockerError) as err:
-        base_python(Images(), "missing")
+        base_python(images, "missing")
     assert err.value.code == "image-not-found"
 
 
 def test_bootstrap_needs_debootstrap(monkeypatch, tmp_path):
     import envbuilder.build.base as base
 
-    class NoImages:
-        def image_inspect(self, ref):
-            return None
-
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without debootstrap
     with pytest.raises(base.EnvbuilderError) as err:
-        base.bootstrap_base(NoImages())
+        base.bootstrap_base(FakeEngine())
     assert err.value.code == "debootstrap-missing" and "apt-get install debootstrap" in err.value.hint
 
 
@@ -404,3 +392,20 @@ def test_build_help_lists_its_options(cli):
 def test_base_help(cli):
     result = cli("base", "bootstrap", "--help")
     assert result.exit_code == 0 and "--suite" in result.stdout and "--mirror" in result.stdout
+
+
+def test_cached_ignore_rules_spare_a_noop_build_importing_pathspec(tmp_path):
+    import subprocess
+    import sys
+
+    root = _project(tmp_path)
+    cache = tmp_path / "cache" / "context.json"
+    first = context_digest(root, [".git", "*.tmp"], cache=cache)
+    assert context_digest(root, [".git"], cache=cache) == first  # the cached rules follow the patterns
+    assert context_digest(root, ["*.tmp"], cache=cache) != first
+    context_digest(root, [".git", "*.tmp"], cache=cache)
+    code = ("import sys; from pathlib import Path; from envbuilder.build.context import context_digest; "
+            f"d = context_digest(Path({str(root)!r}), ['.git', '*.tmp'], cache=Path({str(cache)!r})); "
+            "print(d, 'pathspec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [first, "False"]

@@ -1,4 +1,4 @@
-"""render_lock (pure: TOML and requirements), the uv output parser, and resolve_lock against a loopback index."""
+"""render_lock (pure: TOML and requirements), the uv output parser, and build.lockfile.resolve_lock against a loopback index."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from envbuilder.resolve.plan import PackageChoice, plan_digest
 from envbuilder.render import RenderOptions
-from envbuilder.render.lock import LockedPackage, parse_compile_output, python_platform, render_lock, resolve_lock
+from envbuilder.build.lockfile import resolve_lock
+from envbuilder.render.lock import LockedPackage, parse_compile_output, python_platform, render_lock
 from golden.cases import check_golden, cpu_plan, cu128_plan, macos_plan, make_wheel, sha256_of, windows_plan
 from envbuilder.index.server import IndexServer
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuilder.docker.engine import Docker
-from envbuilder.errors import EXIT_DOCKER, DockerError, EnvbuilderError
+from envbuilder.docker.engine import Engine
+from envbuilder.errors import DockerError, EnvbuilderError
 from envbuilder.proc import run_command
-from envbuilder.render import LABEL_PREFIX
+from envbuilder.imagelayout import LABEL_BASE, LABEL_PROBE, LABEL_PYTHON
 
 DEFAULT_SUITE = "bookworm"
 # Debian release -> the python3 it ships (packages.debian.org: python3-defaults).
@@ -29,8 +29,6 @@ SUITE_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 # for the image's non-root user; python-is-python3 gives `python`, as the python:X.Y images have.
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "passwd", "python-is-python3")
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-LABEL_BASE = f"{LABEL_PREFIX}.base"
-LABEL_PYTHON = f"{LABEL_PREFIX}.python"
 DEBOOTSTRAP_TIMEOUT_S = 1800
 
 _PYTHON_PROBE = "import sys; print('%d.%d' % sys.version_info[:2])"
@@ -52,7 +50,7 @@ def default_base_name(suite: str = DEFAULT_SUITE) -> str:
 
 
 def bootstrap_base(
-    docker: Docker,
+    docker: Engine,
     *,
     suite: str = DEFAULT_SUITE,
     name: str | None = None,
@@ -124,7 +122,7 @@ def python_in_rootfs(rootfs: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def base_python(docker: Docker, image: str) -> str:
+def base_python(docker: Engine, image: str) -> str:
     """The X.Y Python of a local base image: its label, its PYTHON_VERSION env, else ask python3 inside it."""
     info = docker.image_inspect(image)
     if info is None:
@@ -132,7 +130,6 @@ def base_python(docker: Docker, image: str) -> str:
             "image-not-found",
             f"base image {image} is not available locally",
             "build or load it first; without a registry use `envbuilder base bootstrap`",
-            exit_code=EXIT_DOCKER,
         )
     config = info.get("Config") or {}
     label = (config.get("Labels") or {}).get(LABEL_PYTHON)
@@ -145,8 +142,8 @@ def base_python(docker: Docker, image: str) -> str:
     return _ask_python(docker, image)
 
 
-def _ask_python(docker: Docker, image: str) -> str:
-    code, lines = docker.run_once(image, ["python3", "-c", _PYTHON_PROBE], labels={f"{LABEL_PREFIX}.probe": "python"})
+def _ask_python(docker: Engine, image: str) -> str:
+    code, lines = docker.run_once(image, ["python3", "-c", _PYTHON_PROBE], labels={LABEL_PROBE: "python"})
     version = next((ln.strip() for ln in reversed(lines) if re.fullmatch(r"\d+\.\d+", ln.strip())), None)
     if code != 0 or version is None:
         raise EnvbuilderError(
@@ -187,86 +184,3 @@ def _slim(rootfs: Path) -> None:
                 entry.unlink(missing_ok=True)
     for leftover in rootfs.glob("var/cache/apt/*.bin"):
         leftover.unlink(missing_ok=True)
-
-
-# --- the engine --------------------------------------------------------------------------------------------
-# The same steps as scripts/engine.sh, in Python so that an installed package (which has no scripts/) can
-# start an engine too: install Debian's docker.io when allowed, start dockerd detached, wait for it.
-DOCKER_SOCKET = Path("/var/run/docker.sock")
-DOCKERD_LOG = Path(os.environ.get("ENVBUILDER_DOCKERD_LOG", "/var/log/envbuilder-dockerd.log"))
-ENGINE_WAIT_S = 60.0
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    running: bool
-    server_version: str | None
-    started: bool  # this call started (or installed) it
-    build_cli: str | None = None  # the client used for BuildKit builds, "PATH (mode, version)"
-    message: str = ""
-
-    def to_json(self) -> dict:
-        return {"running": self.running, "server_version": self.server_version, "started": self.started,
-                "build_cli": self.build_cli, "message": self.message}
-
-
-def engine_status(docker_binary: str | None = None) -> EngineStatus:
-    """Whether an engine answers, its version, and which client would run builds."""
-    from envbuilder.docker.engine import find_build_cli
-
-    probe = run_command([docker_binary or "docker", "version", "--format", "{{.Server.Version}}"], timeout=20)
-    if not probe.ok:
-        return EngineStatus(False, None, False, message=probe.tail(2) or "docker is not installed")
-    try:
-        cli = find_build_cli(docker_binary)
-        build_cli = f"{cli.binary} ({cli.mode}, {cli.client_version})"
-    except EnvbuilderError as exc:
-        build_cli = None
-        return EngineStatus(True, probe.stdout.strip(), False, None, exc.message)
-    return EngineStatus(True, probe.stdout.strip(), False, build_cli)
-
-
-def start_engine(docker_binary: str | None = None, *, on_line: Callable[[str], None] | None = None,
-                 wait_s: float = ENGINE_WAIT_S) -> EngineStatus:
-    """Make sure an engine answers: install docker.io (root only) and start dockerd detached when needed."""
-    import time
-
-    say = on_line or (lambda _line: None)
-    status = engine_status(docker_binary)
-    if status.running:
-        return status
-    if shutil.which("dockerd") is None:
-        if os.geteuid() != 0 or os.environ.get("ENVBUILDER_NO_INSTALL"):
-            raise EnvbuilderError("engine-missing", "no Docker engine is installed",
-                                  "install docker.io (or Docker CE) and start it", exit_code=EXIT_DOCKER)
-        say("installing docker.io ...")
-        env = {"DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "docker.io"]):
-            result = run_command(argv, env=env, timeout=900)
-            if not result.ok:
-                raise EnvbuilderError("engine-install-failed", f"{' '.join(argv)} failed: {result.tail(1)}",
-                                      "install docker.io yourself", exit_code=EXIT_DOCKER)
-    if not run_command(["pgrep", "-x", "dockerd"], timeout=10).ok:
-        if os.geteuid() != 0:
-            raise EnvbuilderError("engine-needs-root", "dockerd is not running and starting it needs root",
-                                  "run `sudo envbuilder engine --start` or `sudo systemctl start docker`",
-                                  exit_code=EXIT_DOCKER)
-        for stale in (DOCKER_SOCKET, Path("/var/run/docker.pid")):
-            stale.unlink(missing_ok=True)
-        say(f"starting dockerd (log {DOCKERD_LOG}) ...")
-        # Detached in its own session with its output in a file, so it outlives this process and no pipe
-        # of ours keeps it (or us) waiting; the log path is an argument, never spliced into the script.
-        run_command(["sh", "-c", 'setsid dockerd >"$1" 2>&1 </dev/null &', "sh", str(DOCKERD_LOG)], timeout=15)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        status = engine_status(docker_binary)
-        if status.running:
-            return EngineStatus(True, status.server_version, True, status.build_cli, status.message)
-        time.sleep(0.5)
-    tail = ""
-    try:
-        tail = "\n".join(DOCKERD_LOG.read_text(errors="replace").splitlines()[-20:])
-    except OSError:
-        pass
-    raise EnvbuilderError("engine-start-failed", f"dockerd did not come up within {wait_s:.0f} s",
-                          f"read {DOCKERD_LOG}", context={"log_tail": tail}, exit_code=EXIT_DOCKER)

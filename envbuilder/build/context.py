@@ -1,11 +1,14 @@
 """The build context: which project files reach the image, and a digest of them.
 
 The context is the project folder itself (BuildKit sends only what changed since its last transfer).
-Its ignore rules are envbuilder's defaults (from the Dockerfile renderer) followed by the project's own
-`.dockerignore`, written together as `Dockerfile.dockerignore` next to the rendered Dockerfile, which
+Its ignore rules are envbuilder's defaults (render.dockerfile.DEFAULT_IGNORES, their one owner) followed by
+the project's own `.dockerignore`, written together as `Dockerfile.dockerignore` next to the rendered Dockerfile, which
 BuildKit prefers over the context's `.dockerignore`. Matching follows Docker's rules: patterns are
-slash-separated, `*` and `?` stay within one path segment, `**` spans any number, a leading `!` re-includes,
-the last matching pattern wins, and a pattern that matches a folder excludes everything below it.
+slash-separated and anchored at the context root, `*` and `?` stay within one path segment, `**` spans any
+number, a leading `!` re-includes, the last matching pattern wins, and a pattern that matches a folder excludes
+everything below it. That is gitignore's wildcard language with every pattern anchored, so each cleaned
+pattern is compiled by `pathspec` with a leading `/` rather than by code of our own (the regexes are cached
+with the digests, so a no-op build does not import it).
 
 `context_digest` hashes what BuildKit would send (relative path, file type and mode, content) so that a
 build key changes exactly when the image's COPY layers could. Must not import docker or the CLI.
@@ -23,34 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_IGNORE_FILE = ".dockerignore"
-# Used when the renderer offers no defaults: what never belongs in an image.
-FALLBACK_IGNORES = (
-    ".git", ".hg", ".svn", "**/__pycache__", "**/*.pyc", ".venv", "venv", ".mypy_cache", ".pytest_cache",
-    ".ruff_cache", ".tox", ".nox", "**/.ipynb_checkpoints", ".DS_Store", ".envbuilder", "runtime",
-)
-
-
-@dataclass(frozen=True)
-class IgnoreRule:
-    pattern: str  # cleaned, without the leading "!"
-    negate: bool
-    regex: re.Pattern[str]
 
 
 def parse_ignore(text: str) -> list[str]:
     """The patterns of a .dockerignore file: comments and blank lines dropped, whitespace trimmed."""
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-
-
-def default_ignores(plan=None) -> tuple[str, ...]:
-    """envbuilder's own ignore patterns: the renderer's (render_dockerignore) when it has them."""
-    if plan is not None:
-        try:
-            from envbuilder.render.dockerfile import render_dockerignore
-        except ImportError:  # renderer without ignore defaults
-            return FALLBACK_IGNORES
-        return tuple(parse_ignore(render_dockerignore(plan)))
-    return FALLBACK_IGNORES
 
 
 def project_ignores(project_dir: Path) -> tuple[str, ...]:
@@ -61,8 +41,9 @@ def project_ignores(project_dir: Path) -> tuple[str, ...]:
         return ()
 
 
-def ignore_patterns(project_dir: Path, defaults: Sequence[str] = FALLBACK_IGNORES) -> tuple[str, ...]:
-    """Defaults first, then the project's .dockerignore, so the project can re-include with `!`."""
+def ignore_patterns(project_dir: Path, defaults: Sequence[str]) -> tuple[str, ...]:
+    """envbuilder's defaults (render.dockerfile.default_ignores) first, then the project's .dockerignore,
+    so the project can re-include with `!`."""
     return tuple(defaults) + project_ignores(project_dir)
 
 
@@ -72,33 +53,58 @@ def ignore_file_text(patterns: Iterable[str]) -> str:
     )
 
 
-def compile_rules(patterns: Iterable[str]) -> list[IgnoreRule]:
-    rules = []
+@dataclass(frozen=True)
+class IgnoreSpec:
+    """Compiled ignore patterns, in order: (regex over a relative path, True to exclude / False to re-include)."""
+
+    rules: tuple[tuple[re.Pattern[str], bool], ...]
+
+    @property
+    def negates(self) -> bool:
+        """Some pattern re-includes with "!", so an ignored folder may still hold context files."""
+        return any(not exclude for _, exclude in self.rules)
+
+
+def ignore_spec(patterns: Iterable[str], *, cache: Path | None = None) -> IgnoreSpec:
+    """The patterns, cleaned as Docker cleans them and compiled by pathspec's gitignore wildcards.
+
+    cache: a file keeping the compiled regexes for these patterns, so an unchanged project's no-op build
+    need not import pathspec at all."""
+    lines = []
     for raw in patterns:
         negate = raw.startswith("!")
         body = _clean(raw[1:] if negate else raw)
-        if not body:
-            continue
-        rules.append(IgnoreRule(body, negate, re.compile(_pattern_regex(body))))
-    return rules
+        if body:
+            body = body.replace("[^", "[!")  # Go's filepath.Match also spells a negated class [^...]
+            lines.append(("!" if negate else "") + "/" + body)
+    compiled = _load_json(cache).get("\n".join(lines)) if cache is not None else None
+    if compiled is None:
+        from pathspec.patterns.gitwildmatch import GitWildMatchPattern
+
+        compiled = [list(GitWildMatchPattern.pattern_to_regex(line)) for line in lines]
+        compiled = [[regex, exclude] for regex, exclude in compiled if exclude is not None]
+        if cache is not None:
+            _save_json(cache, {"\n".join(lines): compiled})
+    return IgnoreSpec(tuple((re.compile(regex), bool(exclude)) for regex, exclude in compiled))
 
 
-def is_ignored(relpath: str, rules: Sequence[IgnoreRule]) -> bool:
-    """Whether a slash-separated path relative to the context root is left out of the context."""
-    parents = _self_and_parents(relpath)
+def is_ignored(relpath: str, rules: IgnoreSpec) -> bool:
+    """Whether a slash-separated path relative to the context root is left out of the context: the last
+    pattern that matches it decides, and a pattern matching a folder matches everything below it."""
     ignored = False
-    for rule in rules:
-        if any(rule.regex.fullmatch(p) for p in parents):
-            ignored = not rule.negate
+    for regex, exclude in rules.rules:
+        if regex.match(relpath):
+            ignored = exclude
     return ignored
 
 
-def iter_context(project_dir: Path, patterns: Sequence[str]) -> Iterator[tuple[str, os.stat_result]]:
+def iter_context(project_dir: Path, patterns: Sequence[str], *,
+                 rules_cache: Path | None = None) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) of every file, link and folder the context holds, in a stable order."""
     root = Path(project_dir)
-    rules = compile_rules(patterns)
+    rules = ignore_spec(patterns, cache=rules_cache)
     # With no `!` rule nothing under an ignored folder can come back, so the walk skips it (as Docker does).
-    can_prune = not any(r.negate for r in rules)
+    can_prune = not rules.negates
 
     def walk(folder: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         try:
@@ -127,10 +133,11 @@ def context_digest(project_dir: Path, ignore_patterns: Sequence[str], *, cache: 
     With `cache`, file hashes are reused while a file's (size, mtime, inode) is unchanged, as git's index does.
     """
     root = Path(project_dir)
-    known = _load_cache(cache)
+    known = _load_json(cache)
     fresh: dict[str, list] = {}
     h = hashlib.sha256()
-    for rel, st in iter_context(root, ignore_patterns):
+    rules_cache = cache.with_name(cache.stem + "-ignore.json") if cache is not None else None
+    for rel, st in iter_context(root, ignore_patterns, rules_cache=rules_cache):
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISDIR(st.st_mode):
             kind, payload = "d", ""
@@ -146,7 +153,7 @@ def context_digest(project_dir: Path, ignore_patterns: Sequence[str], *, cache: 
             continue
         h.update(f"{kind}\0{rel}\0{mode:o}\0{payload}\n".encode())
     if cache is not None and fresh != known:
-        _save_cache(cache, fresh)
+        _save_json(cache, fresh)
     return h.hexdigest()
 
 
@@ -158,7 +165,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_cache(cache: Path | None) -> dict[str, list]:
+def _load_json(cache: Path | None) -> dict[str, list]:
     if cache is None:
         return {}
     try:
@@ -168,7 +175,7 @@ def _load_cache(cache: Path | None) -> dict[str, list]:
     return data if isinstance(data, dict) else {}
 
 
-def _save_cache(cache: Path, entries: dict[str, list]) -> None:
+def _save_json(cache: Path, entries: dict[str, list]) -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -189,44 +196,3 @@ def _clean(pattern: str) -> str:
             continue
         parts.append(part)
     return "/".join(parts)
-
-
-def _pattern_regex(pattern: str) -> str:
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if pattern.startswith("/", i):  # "**/" : zero or more whole segments
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("^"):
-                    body = "!" + body[1:]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-                i = end
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def _self_and_parents(relpath: str) -> list[str]:
-    parts = relpath.split("/")
-    return ["/".join(parts[: k + 1]) for k in range(len(parts))]

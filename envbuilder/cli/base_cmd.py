@@ -1,5 +1,5 @@
 """`envbuilder base bootstrap` (a Python base image without a registry) and `envbuilder engine` (check or
-start Docker). Thin: the work is in envbuilder.build.base."""
+start Docker). Thin: the work is in envbuilder.build.base and envbuilder.docker.service."""
 
 from __future__ import annotations
 
@@ -50,20 +50,16 @@ def bootstrap(ctx: click.Context, suite: str, name: str | None, mirror: str | No
 @click.pass_context
 def engine(ctx: click.Context, start: bool, as_json: bool) -> None:
     """Check that a Docker engine answers and which client runs BuildKit builds; --start starts one."""
-    from envbuilder.build.base import engine_status, start_engine
-    from envbuilder.errors import EXIT_DOCKER, DockerError
+    from envbuilder.docker.service import check_engine
 
     settings = settings_of(ctx)
-    err = console(stderr=True)
-    status = start_engine(settings.docker_binary, on_line=err.print) if start else engine_status(settings.docker_binary)
+    status = check_engine(settings.docker_binary, start=start, on_line=console(stderr=True).print)
     if as_json:
         emit_json(status.to_json())
-    else:
+    elif status.running:
         out = console()
-        if status.running:
-            started = " (started now)" if status.started else ""
-            out.print(f"engine [green]running[/]: Docker {status.server_version}{started}")
-            out.print(f"builds use: {status.build_cli or '[red]no BuildKit-capable client[/] (' + status.message + ')'}")
+        started = " (started now)" if status.started else ""
+        out.print(f"engine [green]running[/]: Docker {status.server_version}{started}")
+        out.print(f"builds use: {status.build_cli or '[red]no BuildKit-capable client[/] (' + status.message + ')'}")
     if not status.running:
-        raise DockerError("docker-not-running", f"no Docker engine answers: {status.message}",
-                          "run `envbuilder engine --start` (root) or start Docker yourself", exit_code=EXIT_DOCKER)
+        raise status.not_running_error()

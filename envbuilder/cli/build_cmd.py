@@ -1,6 +1,6 @@
 """`envbuilder build`: resolve the plan, build its image (content-addressed, cached), show progress.
 
-Thin: the work is envbuilder.build.image.build_image. Progress goes to stderr (a live line on a terminal, plain
+Thin: the work is envbuilder.api.build_project. Progress goes to stderr (a live line on a terminal, plain
 lines with -v or when stderr is not a terminal); stdout carries only the result (text, or JSON with --json).
 """
 
@@ -40,34 +40,14 @@ def build(ctx: click.Context, source: str, ref: str | None, flags, request, netw
     and base image are unchanged returns the existing image at once (cached). Ctrl-C stops the build and keeps
     the previous image.
     """
-    from envbuilder.api import plan_project
-    from envbuilder.build.image import build_image
-    from envbuilder.docker.engine import Docker
+    from envbuilder.api import build_project
 
-    settings = settings_of(ctx)
     verbose = bool(ctx.find_root().obj.get("verbose"))
-    docker = Docker(settings.docker_binary)
-    if network.base_image and request.python is None:
-        from envbuilder.build.base import base_python
-
-        # The base decides the interpreter: resolve for it rather than fail its Python check mid-build.
-        request = request.model_copy(update={"python": base_python(docker, network.base_image)})
-    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
-                              torch_index=network.torch_index_url)
-    options = network.render_options(netrc=netrc is not None)
-    locked = None
-    if lock_file is not None:
-        from envbuilder.render.lock import load_lock
-
-        locked = load_lock(lock_file, plan)
     with _progress(verbose) as on_line:
-        built = build_image(
-            plan, options, project_dir=Path(spec.source.path), settings=settings, docker=docker, tag=tag,
-            dockerfile_override=dockerfile, network=network.network, proxies=network.proxy_env(),
-            ca_cert=Path(network.ca_cert) if network.ca_cert else None, netrc=netrc, on_line=on_line, force=no_cache,
-            locked=locked,
-        )
-    result = {**built.to_json(), "python": plan.python, "torch": plan.torch.local, "flavor": plan.torch.flavor}
+        done = build_project(source, ref=ref, flags=flags, request=request, network=network,
+                             settings=settings_of(ctx), tag=tag, dockerfile=dockerfile, netrc=netrc, lock=lock_file,
+                             no_cache=no_cache, on_line=on_line)
+    built, plan, result = done.image, done.plan, done.to_json()
     if as_json:
         result.pop("steps")
         emit_json(result)
@@ -84,7 +64,7 @@ class _Progress:
     """A rich live line: the running step, its elapsed time, and its last output line."""
 
     def __init__(self) -> None:
-        from envbuilder.build.image import BuildProgress
+        from envbuilder.build.progress import BuildProgress
 
         self.progress = BuildProgress()
         self.step_started = time.monotonic()
@@ -150,7 +130,7 @@ class _progress:
 
 
 def _is_step_header(line: str) -> bool:
-    from envbuilder.build.image import is_step_header
+    from envbuilder.build.progress import is_step_header
 
     return is_step_header(line)
 

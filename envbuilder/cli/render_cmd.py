@@ -42,7 +42,7 @@ def render(ctx: click.Context, source: str, ref: str | None, flags, request, net
 
         locked = None
         if lock_file is not None:
-            from envbuilder.render.lock import load_lock
+            from envbuilder.build.lockfile import load_lock
 
             locked = load_lock(lock_file, plan)
         text = render_dockerfile(plan, options, locked)
@@ -50,11 +50,10 @@ def render(ctx: click.Context, source: str, ref: str | None, flags, request, net
         if output:
             _write(Path(output + ".dockerignore"), render_dockerignore(plan))  # BuildKit's <Dockerfile>.dockerignore
     elif lock_file is not None:
-        from envbuilder.errors import EXIT_USAGE, EnvbuilderError
+        from envbuilder.errors import UsageError
 
-        raise EnvbuilderError("lock-not-for-scripts", f"--lock applies to Dockerfiles, not --format {fmt}",
-                              f"a requirements lock installs directly: pip install --require-hashes -r {lock_file}",
-                              exit_code=EXIT_USAGE)
+        raise UsageError("lock-not-for-scripts", f"--lock applies to Dockerfiles, not --format {fmt}",
+                              f"a requirements lock installs directly: pip install --require-hashes -r {lock_file}")
     elif fmt == "bash":
         from envbuilder.render.scripts import render_bash
 
@@ -83,7 +82,8 @@ def lock(ctx: click.Context, source: str, ref: str | None, flags, request, netwo
          no_resolve: bool) -> None:
     """Resolve every package SOURCE needs on the target (uv pip compile, with hashes) and write a lock."""
     from envbuilder.api import plan_project
-    from envbuilder.render.lock import render_lock, resolve_lock
+    from envbuilder.build.lockfile import resolve_lock
+    from envbuilder.render.lock import render_lock
 
     _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
                           torch_index=network.torch_index_url, index_required=False)

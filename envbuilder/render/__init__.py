@@ -6,11 +6,11 @@ RenderOptions carries the network and layout choices that shape every format the
 
 from __future__ import annotations
 
-from envbuilder.imagelayout import IMAGE_PROJECT_DIR, IMAGE_UID, IMAGE_USER, IMAGE_VENV, LABEL_PREFIX
+from envbuilder.imagelayout import IMAGE_PROJECT_DIR, IMAGE_UID, IMAGE_USER, IMAGE_VENV
 from envbuilder.values import Value
 
-__all__ = ["CA_SECRET_ID", "IMAGE_PROJECT_DIR", "IMAGE_UID", "IMAGE_USER", "IMAGE_VENV", "LABEL_PREFIX",
-           "NETRC_SECRET_ID", "RenderOptions"]
+__all__ = ["CA_SECRET_ID", "IMAGE_PROJECT_DIR", "IMAGE_UID", "IMAGE_USER", "IMAGE_VENV", "NETRC_SECRET_ID",
+           "RenderOptions"]
 
 CA_SECRET_ID = "ca"  # BuildKit secret holding a CA bundle (PEM)
 NETRC_SECRET_ID = "netrc"  # BuildKit secret holding index credentials (.netrc format)

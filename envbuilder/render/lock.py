@@ -1,19 +1,15 @@
 """Render the exact resolved package set of a Plan as a lock: TOML (`envbuilder-lock` v1) or a pip
 requirements file with --hash lines (accepted by `pip install --require-hashes` and `uv pip sync`).
 
-`render_lock` is pure. `resolve_lock` is the one impure part, kept at the bottom of this module: it runs
-`uv pip compile` for the plan's target (through envbuilder.proc) and parses the output into
-LockedPackage values. Must not import docker.
+Pure: the lock text, the `uv pip compile` argument list for a plan, and parsing of uv's output and of lock
+files, all text in and values out. Running uv and reading lock files is build/lockfile.py's. Must not import
+docker, proc or subprocess.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 from envbuilder.errors import EnvbuilderError
@@ -222,10 +218,7 @@ def _parse_requirement_line(line: str) -> dict:
     return {**base, "name": name.strip(), "version": version.strip()}
 
 
-# ---------------------------------------------------------------------------------------------
-# Impure: run the resolver. Everything above is pure.
-# ---------------------------------------------------------------------------------------------
-
+# --- the resolver's arguments (build/lockfile.py runs it) ---------------------------------------
 _PYTHON_PLATFORMS = {
     ("linux", "x86_64"): "x86_64-manylinux_2_28",
     ("linux", "aarch64"): "aarch64-manylinux_2_28",
@@ -253,46 +246,3 @@ def compile_argv(plan: Plan, options: RenderOptions, uv: str) -> list[str]:
     for link in links:
         argv += ["--find-links", link]
     return argv
-
-
-def find_uv() -> str | None:
-    """uv next to this interpreter (the venv envbuilder runs in), else the first on PATH."""
-    beside = Path(sys.executable).parent / ("uv.exe" if os.name == "nt" else "uv")
-    return str(beside) if beside.is_file() else shutil.which("uv")
-
-
-def resolve_lock(plan: Plan, options: RenderOptions, *, uv: str | None = None, timeout: float = 900.0) -> tuple[LockedPackage, ...]:
-    """Resolve the plan's full package set for its target with hashes, by running `uv pip compile`."""
-    from envbuilder.proc import run_command
-
-    uv = uv or find_uv()
-    if not uv:
-        raise EnvbuilderError("uv-missing", "uv is needed to resolve a lock and was not found",
-                              "install it (`pip install uv`) or put it on PATH")
-    env = {"UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
-    if options.ca_cert_path:
-        env.update(SSL_CERT_FILE=options.ca_cert_path)
-    requirements = "".join(f"{r}\n" for r in lock_requirements(plan, options))
-    result = run_command(compile_argv(plan, options, uv), timeout=timeout, env=env, stdin_data=requirements)
-    if result.timed_out:
-        raise EnvbuilderError("lock-timeout", f"uv pip compile did not finish in {timeout:.0f}s",
-                              "check that the indexes are reachable")
-    if result.missing:
-        raise EnvbuilderError("uv-missing", f"could not run {uv}: {result.stderr}", "install uv or put it on PATH")
-    if not result.ok:
-        tail = result.tail(15)
-        hint = "check --index-url/--torch-index-url and the project's pins"
-        if re.search(r"certificate|UnknownIssuer|invalid peer", tail, re.IGNORECASE):
-            hint = "pass --ca-cert FILE (or --host-ca) so uv trusts your proxy's certificate authority"
-        raise EnvbuilderError("lock-unresolvable", f"uv pip compile failed: {tail}", hint,
-                              context={"argv": list(result.argv)})
-    return parse_compile_output(result.stdout)
-
-
-def load_lock(path: Path, plan: Plan) -> tuple[LockedPackage, ...]:
-    """Read a requirements-format lock file and check it against the plan (see check_lock)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EnvbuilderError("lock-unreadable", f"cannot read {path}: {exc.strerror}", "pass the file `envbuilder lock -o` wrote") from None
-    return check_lock(plan, read_lock(text, str(path)), str(path))

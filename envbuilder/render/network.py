@@ -8,17 +8,19 @@ the renderers and into build arguments/secrets for the builder. Pure: no I/O. Mu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
-from envbuilder.errors import EXIT_USAGE, EnvbuilderError
+from envbuilder.errors import EnvbuilderError, UsageError
+from envbuilder.project.spec import TORCH_COMPANIONS
 from envbuilder.redact import redact_url, url_has_credentials
 from envbuilder.resolve.plan import Plan
 from envbuilder.render import CA_SECRET_ID, RenderOptions
 from envbuilder.values import Value
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
-# Built on the torch index with the same local version (+cu128, +rocm6.3): installed in the torch step.
-TORCH_FAMILY = ("torchvision", "torchaudio")
+# Docker's predefined proxy build args (docs.docker.com, "Predefined ARGs").
+PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
 
 
 class LockedPackage(Value):
@@ -136,15 +138,15 @@ def refuse_credentials(plan: Plan, options: RenderOptions, where: str) -> None:
             plan.torch.index_url, *(d.url for d in plan.indexes), *(c.index_url for c in plan.companions.values())]
     for url in urls:
         if url and url_has_credentials(url):
-            raise EnvbuilderError(
+            raise UsageError(
                 "credentials-in-url", f"{redact_url(url)} carries credentials, which {where} would keep",
-                "put them in a .netrc file and pass --netrc FILE (a BuildKit secret), then use the URL without user:password@",
-                exit_code=EXIT_USAGE)
+                "put them in a .netrc file and pass --netrc FILE (a BuildKit secret), then use the URL without user:password@")
 
 
 def _in_torch_step(plan: Plan, name: str) -> bool:
+    # Built on the torch index with the same local version (+cu128, +rocm6.3): installed in the torch step.
     companion = plan.companions[name]
-    return name in TORCH_FAMILY or (companion.index_url is not None and companion.index_url == plan.torch.index_url)
+    return name in TORCH_COMPANIONS or (companion.index_url is not None and companion.index_url == plan.torch.index_url)
 
 
 def _unique(items) -> tuple[str, ...]:
@@ -180,11 +182,22 @@ class NetworkOptions(Value):
         return {CA_SECRET_ID: self.ca_cert} if self.ca_cert else {}
 
     def proxy_env(self) -> dict[str, str]:
-        """Proxy variables, both spellings. Docker's predefined proxy build args reach RUN steps without
-        an ARG line and are left out of the image's history, so the builder can pass these as --build-arg."""
-        env: dict[str, str] = {}
-        for key, value in (("HTTP_PROXY", self.http_proxy), ("HTTPS_PROXY", self.https_proxy), ("NO_PROXY", self.no_proxy)):
-            if value:
-                env[key] = value
-                env[key.lower()] = value
-        return env
+        """Proxy variables, both spellings (see proxy_build_args)."""
+        return proxy_build_args({"HTTP_PROXY": self.http_proxy, "HTTPS_PROXY": self.https_proxy,
+                                 "NO_PROXY": self.no_proxy})
+
+
+def proxy_build_args(proxies: Mapping[str, str | None]) -> dict[str, str]:
+    """Proxy variables as build args, in both spellings (tools read either); empty values are dropped.
+
+    Only Docker's predefined proxy args are accepted: they reach RUN steps without an ARG line and are left
+    out of the image's history, where any other build arg (a token, say) would be kept."""
+    args: dict[str, str] = {}
+    for key, value in proxies.items():
+        if key.upper() not in PROXY_ARGS:
+            raise EnvbuilderError("bad-proxy-arg", f"{key} is not a proxy variable",
+                                  f"pass only {', '.join(PROXY_ARGS)} (either case)")
+        if value:
+            args[key.upper()] = value
+            args[key.lower()] = value
+    return args

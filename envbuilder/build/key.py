@@ -1,0 +1,76 @@
+"""Image names and the build key: what decides an image's bytes, hashed, and the tags derived from it.
+
+The build key is a sha256 over the Dockerfile text (rendered, or the user's edited copy), the ignore file, a
+digest of the context files it lets through, and the local ids of the base images. CA bundles, credentials
+and proxies are left out: they reach the build as BuildKit secrets and predefined proxy args, which change no
+layer. The image is tagged `envbuilder/<project>:<key[:16]>`, so an unchanged project finds its image with one
+inspect call. Pure: imports nothing from envbuilder, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+
+IMAGE_REPO_PREFIX = "envbuilder"
+KEY_TAG_LENGTH = 16
+
+
+def slug(name: str) -> str:
+    """A Docker repository path component for a project name: lowercase [a-z0-9] runs joined by '-'."""
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return text[:64].rstrip("-") or "project"
+
+
+def image_repo(project_name: str) -> str:
+    return f"{IMAGE_REPO_PREFIX}/{slug(project_name)}"
+
+
+def key_tag(repo: str, key: str) -> str:
+    """The content-addressed reference of a build: <repo>:<first 16 hex digits of the key>."""
+    return f"{repo}:{key[:KEY_TAG_LENGTH]}"
+
+
+def build_key(dockerfile: str, ignore_file: str, context: str, base_ids: Mapping[str, str]) -> str:
+    """sha256 hex over everything that decides the image's bytes (never secrets, proxies or credentials)."""
+    h = hashlib.sha256()
+    for part in ("dockerfile", dockerfile, "ignore", ignore_file, "context", context):
+        h.update(part.encode() + b"\0")
+    for ref in sorted(base_ids):
+        h.update(f"base\0{ref}\0{base_ids[ref]}\0".encode())
+    return h.hexdigest()
+
+
+def base_images(dockerfile: str) -> tuple[str, ...]:
+    """The images a Dockerfile starts from (FROM lines), leaving out references to its own stages."""
+    stages: set[str] = set()
+    found: list[str] = []
+    for line in _logical_lines(dockerfile):
+        words = line.split()
+        if not words or words[0].upper() != "FROM":
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if not args:
+            continue
+        ref = args[0]
+        if ref.lower() not in stages and ref != "scratch" and ref not in found:
+            found.append(ref)
+        if len(args) >= 3 and args[1].upper() == "AS":
+            stages.add(args[2].lower())
+    return tuple(found)
+
+
+def _logical_lines(text: str) -> Iterator[str]:
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") and not pending:
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        yield pending + stripped
+        pending = ""
+    if pending:
+        yield pending
