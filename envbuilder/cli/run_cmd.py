@@ -1,6 +1,6 @@
 """`envbuilder run` and `envbuilder pipeline`: build the project's image if needed, run jobs in it.
 
-Thin: parse the arguments, call envbuilder.api.run_project (envbuilder.run.launch's with --image), present the
+Thin: parse the arguments, call envbuilder.api.run_project, present the
 result. The job's own output goes to stdout as it happens (stderr with --json, so stdout carries only the
 result); build progress and our notes go to stderr. The exit code is the job's.
 """
@@ -124,10 +124,11 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 
 
 def _run_project(ctx, source, what, *, ref, image, target, network, options, as_json, on_job=None):
-    """The project run, through the library: envbuilder.run.launch as it is with --image (envbuilder.api
-    imports the resolver, which the run path cannot afford), else envbuilder.api, which builds the image.
+    """The project run, through envbuilder.api.run_project: in --image as it is, else in the project's image,
+    built when missing or stale.
 
-    target and network are the deferred option values: built here, only when there is a plan to make."""
+    target and network are the deferred option values: built here, only when there is a plan to make, so that
+    `run --image` never loads the resolver's models."""
     settings = settings_of(ctx)
     verbose = bool(ctx.find_root().obj.get("verbose"))
     chosen = []
@@ -142,11 +143,10 @@ def _run_project(ctx, source, what, *, ref, image, target, network, options, as_
 
     common = {"ref": ref, "options": options, "image": image, "settings": settings, "on_image": announce,
               "on_line": _job_output(as_json), "on_job": on_job and (lambda name: on_job(name, chosen[-1]))}
-    if image:
-        from envbuilder.run.launch import run_project
-
-        return run_project(source, what, **common)
     from envbuilder.api import run_project
+
+    if image:
+        return run_project(source, what, **common)
     from envbuilder.build.progress import is_step_header
 
     def progress(line: str) -> None:
