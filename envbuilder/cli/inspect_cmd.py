@@ -70,6 +70,10 @@ def _describe(spec, family: dict, evaluated: dict | None) -> list[str]:
     ]
     if spec.system_packages:
         lines.append(f"system packages: {', '.join(spec.system_packages)}")
+    if spec.locked_by:
+        lines.append(f"locked by:       {spec.locked_by} (its pins replace the declared ranges)")
+    if spec.build_requires_torch:
+        lines.append(f"build needs:     torch ({spec.build_requires_torch})")
     lines.append("torch family:")
     if not family:
         lines.append("  (none declared)")

@@ -20,18 +20,25 @@ def _target_option_decorators(f):
     @click.option("--gpu-arch", multiple=True, metavar="gfxNNN", help="Target AMD GPU architecture (repeatable).")
     @click.option("--python", "python_pin", metavar="X.Y", help="Pin the Python version.")
     @click.option("--extra", "extras", multiple=True, metavar="NAME", help="Project extra to include (repeatable).")
-    @click.option("--cuda-compat", type=click.Choice(["strict", "minor"]), default="strict", show_default=True,
-                  help="strict: the toolkit's minimum driver; minor: CUDA minor-version compatibility.")
+    @click.option("--cuda-compat", type=click.Choice(["auto", "strict", "minor"]), default="auto", show_default=True,
+                  help="auto: CUDA minor-version compatibility where the wheel has SASS for the GPU, else the toolkit's "
+                       "minimum driver; strict: always the toolkit's minimum driver; minor: minor-version compatibility.")
     @click.option("--flavor", metavar="FLAVOUR", help="Force a torch flavour (cpu, cu128, rocm6.3, default).")
+    @click.option("--with", "with_packages", multiple=True, metavar="PKG",
+                  help="Add a package the project imports but does not declare (repeatable), like `uv run --with`.")
+    @click.option("--with-requirements", "with_files", multiple=True, metavar="FILE",
+                  help="Add the packages a requirements file lists (repeatable).")
     @functools.wraps(f)
     def wrapper(*args, target_os, target_arch, gpu, cuda_driver, compute_capability, gpu_arch,
-                python_pin, extras, cuda_compat, flavor, **kwargs):
+                python_pin, extras, cuda_compat, flavor, with_packages, with_files, **kwargs):
         def build():
+            from envbuilder.project.inspect import read_with
             from envbuilder.resolve.plan import ResolveRequest, TargetFlags
 
             flags = TargetFlags(os=target_os, arch=target_arch, gpu=gpu, cuda_driver=cuda_driver,
                                 compute_capability=tuple(compute_capability), gpu_arch=tuple(gpu_arch))
-            request = ResolveRequest(python=python_pin, extras=tuple(extras), cuda_compat=cuda_compat, flavor=flavor)
+            request = ResolveRequest(python=python_pin, extras=tuple(extras), cuda_compat=cuda_compat, flavor=flavor,
+                                     with_packages=read_with(tuple(with_packages), tuple(with_files)))
             return flags, request
 
         return f(*args, build_target=build, **kwargs)

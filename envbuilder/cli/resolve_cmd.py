@@ -34,6 +34,7 @@ def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, to
 
 
 def _print_plan(plan) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
@@ -48,12 +49,12 @@ def _print_plan(plan) -> None:
         table.add_row(name, choice.version)
     table.add_row("index", plan.torch.index_url)
     if plan.dependencies:
-        table.add_row("dependencies", ", ".join(plan.dependencies))
+        table.add_row("dependencies", escape(", ".join(plan.dependencies)))
     out.print(table)
     out.print("\n[bold]why[/]")
     for reason in plan.reasons:
-        out.print(f"  - {reason}", soft_wrap=True)
+        out.print(f"  - {escape(reason)}", soft_wrap=True)
     if plan.warnings:
         out.print("\n[bold yellow]warnings[/]")
         for warning in plan.warnings:
-            out.print(f"  ! {warning}", soft_wrap=True)
+            out.print(f"  ! {escape(warning)}", soft_wrap=True)

@@ -39,6 +39,7 @@ class Found:
     # Files named by this one, relative to the project root: (path, extra or None, "requirements"|"constraints").
     wants: list[tuple[str, str | None, str]] = field(default_factory=list)
     deps_dynamic: bool = False  # dependencies are computed elsewhere: fall back to requirements files
+    build_requires_torch: str | None = None  # why building the project needs torch installed first
 
 
 

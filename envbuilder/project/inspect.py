@@ -12,9 +12,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from envbuilder.errors import ProjectError
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from envbuilder.errors import ProjectError, UsageError
+from envbuilder.project.conda import read_environment_yml
 from envbuilder.project.config import load_config
-from envbuilder.project.found import Found
+from envbuilder.project.found import Found, first_line
+from envbuilder.project.locks import LOCK_FILES, pin_to_lock, read_lock
 from envbuilder.project.pyproject import read_pyproject
 from envbuilder.project.requirements import read_requirements_tree
 from envbuilder.project.setuptools import read_setup_cfg, read_setup_py
@@ -49,6 +54,12 @@ def inspect_project(path: Path) -> ProjectSpec:
     setup_py = read("setup.py")
     if setup_py is not None:
         parts.append(read_setup_py(setup_py, "setup.py"))
+    conda_env = None
+    for name in ("environment.yml", "environment.yaml"):
+        conda_env = read(name)
+        if conda_env is not None:
+            parts.append(read_environment_yml(conda_env, name))
+            break
 
     visited: set[tuple[str, str]] = set()  # (kind, path) pairs read; a cycle of -r ends at the second visit
     for part in list(parts):
@@ -61,7 +72,8 @@ def inspect_project(path: Path) -> ProjectSpec:
         parts.append(read_requirements_tree("requirements.txt", None, "requirements", visited, read))
     read_names = {name for _, name in visited}
     others = sorted(p.name for p in root.glob("requirements*.txt") if p.is_file() and p.name not in read_names)
-    dynamic = any(p.deps_dynamic for p in parts)
+    # Without any metadata file, the non-development requirements*.txt files are all there is to read.
+    dynamic = any(p.deps_dynamic for p in parts) or not any(p.formats for p in parts)
     if dynamic and "requirements.txt" in read_names:
         general.notes.append("dependencies are computed at build time; read requirements.txt in their place")
     elif dynamic:
@@ -70,15 +82,25 @@ def inspect_project(path: Path) -> ProjectSpec:
         for rel in fallback:
             parts.append(read_requirements_tree(rel, None, "requirements", visited, read))
         others = [n for n in others if n not in fallback]
-        general.notes.append("dependencies are computed at build time; "
-                             + (f"read {', '.join(fallback)} in their place" if fallback else "no requirements file to read instead"))
+        if any(p.formats for p in parts if p is not general):
+            general.notes.append("dependencies are computed at build time; "
+                                 + (f"read {', '.join(fallback)} in their place" if fallback else "no requirements file to read instead"))
+        elif fallback:
+            general.notes.append(f"no project metadata besides {', '.join(fallback)}; read as the requirements")
     if others:
         general.notes.append(f"also found {', '.join(others)}: not read (name one with -r in requirements.txt to use it)")
 
     spec = _merge(parts, ProjectSource(path=str(root)), files)
-    if not spec.formats:
-        spec = spec.model_copy(update={"notes": spec.notes + (
-            "no pyproject.toml, setup.cfg, setup.py or requirements.txt found; the project declares no dependencies",)})
+    metadata = (pyproject, setup_cfg, setup_py, conda_env)
+    if all(text is None for text in metadata) and not spec.formats and not any(root.glob("requirements*.txt")):
+        spec = spec.model_copy(update={"bare": True, "notes": spec.notes + (
+            "no pyproject.toml, setup.cfg, setup.py, requirements*.txt or environment.yml found; "
+            "the project declares no dependencies",)})
+    for name in LOCK_FILES:
+        text = _read_inside(root, name)
+        if text is not None:
+            spec = pin_to_lock(spec, name, *read_lock(name, text))
+            break
     # [tool.envbuilder] (or envbuilder.toml) has one reader, the validated config: a package name it refuses
     # for `run` is refused here too, and envbuilder.toml counts as much as pyproject.toml.
     config = load_config(root)
@@ -89,34 +111,87 @@ def inspect_project(path: Path) -> ProjectSpec:
                                    "notes": spec.notes + config.notes})
 
 
+def read_with(packages: tuple[str, ...], files: tuple[str, ...]) -> tuple[str, ...]:
+    """--with PKG and --with-requirements FILE as PEP 508 strings, in order, each once. Raises UsageError.
+
+    They add what the project imports but does not declare; index and constraint options belong to the
+    network flags and the project, so a file that carries them is refused rather than half-read.
+    """
+    out: list[str] = []
+    for text in packages:
+        try:
+            out.append(str(Requirement(text.strip())))
+        except InvalidRequirement as exc:
+            raise UsageError("request-invalid", f"--with {text!r} is not a requirement: {first_line(exc)}",
+                             "pass a PEP 508 requirement, e.g. --with einops or --with 'timm>=1.0'") from None
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError("request-invalid", f"--with-requirements {name}: no such file",
+                             "pass a requirements file (one requirement a line), e.g. --with-requirements extra.txt")
+        folder = path.resolve().parent
+        found = read_requirements_tree(path.name, None, "requirements", set(), lambda rel, at=folder: _read_inside(at, rel))
+        if found.indexes or found.constraints:
+            what = "an index option" if found.indexes else "a -c constraints file"
+            raise UsageError("request-invalid", f"--with-requirements {name} has {what}, which --with cannot carry",
+                             "keep only requirements in it; pass mirrors with --index-url/--extra-index-url")
+        out += found.requirements
+    return tuple(dict.fromkeys(out))
+
+
 def _merge(parts: list[Found], source: ProjectSource, files: list[str]) -> ProjectSpec:
     formats: list[str] = []
     requirements: list[str] = []
     constraints: list[str] = []
     optional: dict[str, list[str]] = {}
     name = requires_python = None
+    build_torch = None
     for part in parts:
         formats += [f for f in part.formats if f not in formats]
         name = name or part.name
         requires_python = requires_python if requires_python is not None else part.requires_python
-        requirements += [r for r in part.requirements if r not in requirements]
-        constraints += [r for r in part.constraints if r not in constraints]
+        build_torch = build_torch or part.build_requires_torch
+        requirements += part.requirements
+        constraints += part.constraints
         for extra, reqs in part.optional.items():
-            bucket = optional.setdefault(extra, [])
-            bucket += [r for r in reqs if r not in bucket]
+            optional.setdefault(extra, []).extend(reqs)
+    notes: list[str] = []
     return ProjectSpec(
         source=source,
         name=name,
         formats=tuple(formats),
         files=tuple(files),
         requires_python=requires_python,
-        requirements=tuple(requirements),
-        optional={k: tuple(v) for k, v in optional.items()},
-        constraints=tuple(constraints),
+        requirements=combine_requirements(requirements, notes),
+        optional={k: combine_requirements(v, notes) for k, v in optional.items()},
+        constraints=combine_requirements(constraints, notes),
         indexes=tuple(i for p in parts for i in p.indexes),
         dynamic=tuple(d for p in parts for d in p.dynamic),
-        notes=tuple(dict.fromkeys(n for p in parts for n in p.notes)),
+        notes=tuple(dict.fromkeys([n for p in parts for n in p.notes] + notes)),
+        build_requires_torch=build_torch,
     )
+
+
+def combine_requirements(texts: list[str], notes: list[str]) -> tuple[str, ...]:
+    """One requirement per package and marker: `numpy>=1.24` (pyproject.toml) and `numpy==1.26.4`
+    (requirements.txt) become `numpy==1.26.4,>=1.24`, which is what installing both would enforce."""
+    groups: dict[tuple[str, str], list[Requirement]] = {}
+    for text in texts:
+        req = Requirement(text)
+        key = (canonicalize_name(req.name), str(req.marker or ""))
+        groups.setdefault(key if not req.url else (*key, req.url), []).append(req)
+    out: list[str] = []
+    for reqs in groups.values():
+        first = reqs[0]
+        if len(reqs) > 1 and len({str(r) for r in reqs}) > 1:
+            first = Requirement(str(first))
+            for other in reqs[1:]:
+                first.extras |= other.extras
+                first.specifier &= other.specifier
+            notes.append(f"{first.name} is declared more than once ({'; '.join(dict.fromkeys(str(r) for r in reqs))}); "
+                         f"combined into {first}")
+        out.append(str(first))
+    return tuple(out)
 
 
 def _read_inside(root: Path, rel: str) -> str | None:

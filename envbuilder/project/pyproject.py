@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -46,7 +46,20 @@ def read_pyproject(text: str, origin: str = "pyproject.toml") -> Found:
     uv = tool.get("uv")
     if isinstance(uv, dict):
         _read_uv(found, uv, origin)
+    found.build_requires_torch = _build_requires_torch(as_table(data.get("build-system")), origin)
     return found
+
+
+def _build_requires_torch(build_system: dict[str, Any], origin: str) -> str | None:
+    """Why the build backend needs torch (an extension compiled against it), or None."""
+    for text in str_list(build_system.get("requires")):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue  # the build front end reports a broken build requirement; it says nothing about torch
+        if canonicalize_name(req.name) == "torch":
+            return f"{origin} [build-system] requires {req}"
+    return None
 
 
 def _setuptools_dynamic(found: Found, dyn: dict[str, Any], origin: str) -> None:

@@ -61,6 +61,7 @@ def read_setup_py(text: str, origin: str = "setup.py") -> Found:
     except (SyntaxError, ValueError) as exc:
         found.notes.append(f"{origin} could not be parsed ({type(exc).__name__}: {exc}); not executed, ignored")
         return found
+    found.build_requires_torch = _imports_torch(tree, origin)
     bound: dict[str, ast.expr] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -100,6 +101,18 @@ def read_setup_py(text: str, origin: str = "setup.py") -> Found:
             continue
         _apply_setup_value(found, kw.arg, value, text, origin)
     return found
+
+
+def _imports_torch(tree: ast.AST, origin: str) -> str | None:
+    """Why setup.py needs torch at build time (it imports torch, usually torch.utils.cpp_extension), or None."""
+    imported = [name for node in ast.walk(tree)
+                for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                             else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                if name == "torch" or name.startswith("torch.")]
+    extension = [name for name in imported if name.startswith("torch.utils.cpp_extension")]
+    if extension:
+        return f"{origin} imports {extension[0]} (a CUDA/C++ extension)"
+    return f"{origin} imports {imported[0]}" if imported else None
 
 
 def _apply_setup_value(found: Found, key: str, value: Any, text: str, origin: str) -> None:

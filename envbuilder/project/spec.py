@@ -28,7 +28,7 @@ class IndexDecl(Value):
     """A package index or wheel location the project declares."""
 
     url: str
-    kind: Literal["index-url", "extra-index-url", "find-links", "uv-index", "poetry-source"]
+    kind: Literal["index-url", "extra-index-url", "find-links", "uv-index", "poetry-source", "conda"]
     name: str | None = None
     packages: tuple[str, ...] = ()  # packages pinned to this index (uv sources, poetry source=); empty: any
     marker: str | None = None  # PEP 508 marker under which the index applies (uv sources), None: always
@@ -50,7 +50,7 @@ class ProjectSpec(Value):
 
     source: ProjectSource
     name: str | None = None
-    formats: tuple[str, ...] = ()  # "pep621", "poetry", "uv", "requirements", "setup.cfg", "setup.py"
+    formats: tuple[str, ...] = ()  # "pep621", "poetry", "uv", "requirements", "setup.cfg", "setup.py", "conda"
     files: tuple[str, ...] = ()  # files read, relative to the project root
     requires_python: str | None = None  # a PEP 440 specifier set, "" or None when not declared
     requirements: tuple[str, ...] = ()  # PEP 508 strings (name, extras, specifier or URL, marker)
@@ -61,6 +61,12 @@ class ProjectSpec(Value):
     system_packages: tuple[str, ...] = ()  # from [tool.envbuilder] system-packages
     import_roots: tuple[str, ...] = (".",)  # folders to put on PYTHONPATH ("src" for src layouts)
     notes: tuple[str, ...] = ()  # what the reader noticed (dynamic metadata fallbacks, skipped lines)
+    # Why building the project needs torch first (setup.py imports torch; torch in [build-system] requires); None: it doesn't.
+    build_requires_torch: str | None = None
+    locked_by: str | None = None  # the project's own lock file whose pins replaced the declared ranges (uv.lock...)
+    # Read from a folder with no metadata file at all: nothing says what the code needs (an empty
+    # requirements.txt does say it: nothing). The resolver refuses it unless --with names the packages.
+    bare: bool = False
 
     def requirements_for(self, env: dict[str, str], extras: tuple[str, ...] = ()) -> tuple[Requirement, ...]:
         """The requirements that apply on the target `env` with `extras` selected, markers evaluated and removed.
@@ -117,17 +123,22 @@ class ProjectSpec(Value):
 
     def constraints_for(self, env: dict[str, str]) -> tuple[Requirement, ...]:
         """The `-c` constraints that apply on the target, markers evaluated and removed."""
-        out = []
-        for text in self.constraints:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
-                req.marker = None
-                out.append(req)
-        return tuple(out)
+        return applicable(self.constraints, env)
 
     def indexes_for(self, env: dict[str, str]) -> tuple[IndexDecl, ...]:
         """The declared indexes whose marker holds on the target."""
         return tuple(i for i in self.indexes if i.marker is None or Marker(i.marker).evaluate({**env, "extra": ""}))
+
+
+def applicable(texts: tuple[str, ...], env: dict[str, str]) -> tuple[Requirement, ...]:
+    """The requirements whose marker holds on the target `env` (no extra selected), markers removed."""
+    out = []
+    for text in texts:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
+            req.marker = None
+            out.append(req)
+    return tuple(out)
 
 
 def torch_family(spec: ProjectSpec) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,8 @@ from packaging.utils import canonicalize_name
 
 from envbuilder.errors import ProjectError
 from envbuilder.project.markers import target_environment
-from envbuilder.project.spec import ONNXRUNTIME_PACKAGES, TORCH_PACKAGES, IndexDecl, ProjectSpec
+from envbuilder.project.spec import ONNXRUNTIME_PACKAGES, TORCH_PACKAGES, IndexDecl, ProjectSpec, applicable
+from envbuilder.resolve.matrix import split_local
 from envbuilder.resolve.plan import ResolveRequest, Target
 from envbuilder.resolve.served import IndexSnapshot, parse_wheel_filename, url_filename
 
@@ -37,6 +38,8 @@ class Software:
     index_origin: str | None
     others: tuple[Requirement, ...]  # the rest of the project's requirements
     indexes: tuple[IndexDecl, ...]  # non-PyTorch indexes that apply
+    torch_url: str | None = None  # the wheel torch is named by (torch @ https://...whl)
+    companion_reqs: tuple[Requirement, ...] = ()  # torchvision/torchaudio as declared (URL or specifier)
 
 class ProjectView:
     """The project's requirements evaluated for one target platform, cached per Python version."""
@@ -46,6 +49,14 @@ class ProjectView:
         self.project = project
         self.target = target
         self.request = request
+        if project.bare and not request.with_packages:
+            raise ProjectError(
+                "project-no-metadata",
+                f"{project.source.git_url or project.source.path} declares no dependencies: no pyproject.toml, setup.py, "
+                "setup.cfg, requirements*.txt or environment.yml",
+                "add a requirements.txt (or pyproject.toml) that lists what the code imports, or name the packages "
+                "with --with PKG / --with-requirements FILE",
+                context={"path": project.source.path})
         self.requires_python = _specifier(project.requires_python or "", "requires-python")
         self._cache: dict[str, Software] = {}
 
@@ -56,7 +67,7 @@ class ProjectView:
 
     def _evaluate(self, python: str) -> Software:
         env = target_environment(self.target.os, self.target.arch, python)
-        reqs = self.project.requirements_for(env, self.request.extras)
+        reqs = self.project.requirements_for(env, self.request.extras) + applicable(self.request.with_packages, env)
         by_name: dict[str, list[Requirement]] = {}
         others: list[Requirement] = []
         for req in reqs:
@@ -71,12 +82,13 @@ class ProjectView:
             if name == "torch" or name in by_name:
                 by_name.setdefault(name, []).append(req)
         torch_spec = SpecifierSet()
-        pinned_flavor = pinned_python = None
+        pinned_flavor = pinned_python = torch_url = None
         for req in by_name.get("torch", []):
             spec, flavor, py = _torch_requirement(req)
             torch_spec &= spec
             pinned_flavor = flavor or pinned_flavor
             pinned_python = py or pinned_python
+            torch_url = req.url or torch_url
         vision = _joined(by_name.get("torchvision"))
         audio = _joined(by_name.get("torchaudio"))
         ort = None
@@ -92,8 +104,21 @@ class ProjectView:
                 index_flavor, index_origin = flavor, f"{decl.origin or 'project'} declares {decl.url}"
             elif not flavor:
                 kept_indexes.append(decl)
+        companions = tuple(r for name in ("torchvision", "torchaudio") for r in by_name.get(name, []))
         return Software(torch_spec, vision, audio, ort, pinned_flavor, pinned_python, index_flavor, index_origin,
-                         tuple(others), tuple(kept_indexes))
+                         tuple(others), tuple(kept_indexes), torch_url, companions)
+
+def project_reasons(project: ProjectSpec, request: ResolveRequest) -> list[str]:
+    """What the plan takes from outside the declared ranges: --with packages, the project's lock, a torch build step."""
+    out = []
+    if request.with_packages:
+        out.append(f"added with --with: {', '.join(request.with_packages)} (the project does not declare them)")
+    if project.locked_by:
+        out.append(f"versions pinned by the project's {project.locked_by}")
+    if project.build_requires_torch:
+        out.append(f"building the project needs torch ({project.build_requires_torch}): torch must be installed "
+                   "before the project is built, without build isolation")
+    return out
 
 def _joined(reqs: list[Requirement] | None) -> SpecifierSet | None:
     if not reqs:
@@ -118,15 +143,7 @@ def _torch_requirement(req: Requirement) -> tuple[SpecifierSet, str | None, str 
             raise ProjectError("project-invalid-requirement", f"torch @ {req.url} is not a wheel URL envbuilder can read",
                                   "point torch at a .whl file, or use a version specifier and an index")
         return SpecifierSet(f"=={wheel.public}"), wheel.local or "default", wheel.pythons[0]
-    spec = SpecifierSet()
-    flavor = None
-    for item in req.specifier:
-        public, _, local = item.version.partition("+")
-        if local and item.operator in ("==", "==="):
-            flavor = local
-            spec &= SpecifierSet(f"=={public}")
-        else:
-            spec &= SpecifierSet(str(item))
+    spec, flavor = split_local(req.specifier)
     return spec, flavor, None
 
 def pytorch_index_flavor(url: str) -> str | None:
