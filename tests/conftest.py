@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 # Docker fixtures (engine, base image, loopback torch index, shared builds) live in support/fixtures.py.
-pytest_plugins = ["support.fixtures"]
+pytest_plugins = ["support.fixtures", "support.local_index"]
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
