@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import pytest
 from packaging.version import Version
@@ -36,7 +37,7 @@ def _bid(item) -> str:
 
 
 def test_packaged_matrix_loads_and_is_not_empty():
-    assert MATRIX.schema_version == 1
+    assert MATRIX.schema_version == 2
     assert len(MATRIX.torch) >= 30
     assert MATRIX.release("2.14.1") is not None
     assert MATRIX.release("1.13.0") is not None
@@ -84,9 +85,11 @@ def test_python_lists_are_sane(release):
 
 @pytest.mark.parametrize("release", MATRIX.torch, ids=lambda r: r.version)
 def test_companion_pairing_follows_the_rule(release):
-    """torchvision 0.(minor+15).patch and torchaudio major.minor.patch for torch 2.x; 1.13 -> 0.14/0.13.
+    """torchvision 0.(minor+15).patch and torchaudio major.minor.patch for torch 2.x; 1.13 -> 0.14/0.13; the
+    newest listed companion is the one the rule names, and any older one is yanked on PyPI.
 
-    2.0.x is the known exception: torchvision 0.15.1/0.15.2 and torchaudio 2.0.1/2.0.2 went with 2.0.0/2.0.1.
+    2.0.x is the known exception: torchvision 0.15.1/0.15.2 and torchaudio 2.0.1/2.0.2 went with 2.0.0/2.0.1,
+    and torch 2.0.0 also had the yanked 0.15.0 / 2.0.0.
     """
     v = Version(release.version)
     if v.major == 1:
@@ -95,8 +98,17 @@ def test_companion_pairing_follows_the_rule(release):
         tv, ta = f"0.15.{v.micro + 1}", f"2.0.{v.micro + 1}"
     else:
         tv, ta = f"0.{v.minor + 15}.{v.micro}", f"{v.major}.{v.minor}.{v.micro}"
-    assert release.torchvision in (tv, None)
-    assert release.torchaudio in (ta, None)
+    for name, newest in (("torchvision", tv), ("torchaudio", ta)):
+        built = release.companions(name)
+        assert not built or built[-1] == newest, (name, built)
+        assert all(MATRIX.is_yanked(name, older) for older in built[:-1]), (name, built)
+
+
+def test_torch_2_0_0_lists_its_yanked_first_companions():
+    release = MATRIX.release("2.0.0")
+    assert release.torchvision == ("0.15.0", "0.15.1") and release.torchaudio == ("2.0.0", "2.0.1")
+    assert MATRIX.is_yanked("torchvision", "0.15.0") and not MATRIX.is_yanked("torchvision", "0.15.1")
+    assert MATRIX.is_yanked("torchvision", "0.15.0+cu118")  # the flavour's local tag does not hide it
 
 
 def test_companions_are_known_for_every_release_up_to_2_11():
@@ -180,7 +192,7 @@ def test_first_hand_cu130_wheel_facts():
     build = next(b for b in MATRIX.release("2.14.1").builds if (b.os, b.arch, b.flavor) == ("linux", "x86_64", "cu130"))
     assert build.sm == ("7.5", "8.0", "8.6", "9.0", "10.0", "12.0")
     assert build.ptx is None
-    assert MATRIX.release("2.14.1").torchvision == "0.29.1"
+    assert MATRIX.release("2.14.1").torchvision == ("0.29.1",)
 
 
 @pytest.mark.parametrize("flavor", sorted({b.flavor for _, b in ALL_BUILDS if flavor_kind(b.flavor) == "rocm"}))
@@ -245,7 +257,10 @@ def _build(raw, flavor):
         (_broken(lambda r: _build(r, "cu126").update(flavor="cuda126")), "unknown flavour"),
         (_broken(lambda r: _build(r, "cu126").pop("sm")), "compute capabilities"),
         (_broken(lambda r: _build(r, "cpu").update(sm=["8.0"])), "not a CUDA flavour"),
-        (_broken(lambda r: r.update(schema_version=2)), "schema_version"),
+        (_broken(lambda r: r.update(schema_version=3)), "schema_version"),
+        (_broken(lambda r: r["torch"][0].update(torchvision=["0.14.1", "0.14.0"])), "oldest first"),
+        (_broken(lambda r: r["torch"][0].update(torchaudio=["not-a-version"])), "torchaudio"),
+        (_broken(lambda r: r["sources"].pop("yanked")), "provenance"),
         (_broken(lambda r: r["torch"].append(copy.deepcopy(r["torch"][0]))), "listed twice"),
         (_broken(lambda r: r.update(cuda=[c for c in r["cuda"] if c["version"] != "12.6"])), "no row in 'cuda'"),
         (_broken(lambda r: r["torch"][0].update(surprise=1)), "surprise"),
@@ -256,3 +271,38 @@ def test_malformed_matrices_are_refused(data, fragment):
         parse_matrix(data, origin="bad.json")
     assert info.value.code == "matrix-invalid"
     assert fragment in str(info.value)
+
+
+def test_a_schema_1_matrix_still_loads_with_one_companion_per_release():
+    """An override installed by an older `compat update` holds strings (or null) where schema 2 holds lists."""
+    raw = copy.deepcopy(RAW)
+    raw["schema_version"] = 1
+    raw.pop("yanked")
+    raw["sources"].pop("yanked")
+    for release in raw["torch"]:
+        for name in ("torchvision", "torchaudio"):
+            release[name] = release[name][-1] if release[name] else None
+    old = parse_matrix(json.dumps(raw).encode())
+    assert old.release("2.0.0").torchvision == ("0.15.1",)
+    assert old.release("2.15.0").torchvision == ()
+    assert not old.is_yanked("torchvision", "0.15.0")
+
+
+@pytest.mark.parametrize("version", ["2.9.0", "2.9.1", "2.10.0", "2.11.0"])
+def test_linux_cu129_builds_of_2_9_to_2_11(version):
+    """Published on download.pytorch.org/whl/cu129 (see the torch table's notes), with 12.0 PTX like 2.8's."""
+    build = next(b for b in MATRIX.release(version).builds if (b.os, b.arch, b.flavor) == ("linux", "x86_64", "cu129"))
+    assert build.ptx == "12.0" and {"8.0", "9.0", "10.0", "12.0"} <= set(build.sm)
+
+
+def test_check_matrix_tool_validates_the_packaged_file(tmp_path):
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "check_matrix.py"
+    ok = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**RAW, "schema_version": 9}))
+    refused = subprocess.run([sys.executable, str(tool), str(bad)], capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "schema_version" in refused.stderr

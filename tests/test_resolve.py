@@ -7,7 +7,8 @@ from packaging.version import Version
 
 from envbuilder.errors import EnvbuilderError, ResolveConflict
 from envbuilder.host.types import GpuInfo, HostInfo
-from envbuilder.resolve.matrix import flavor_cuda, flavor_kind, load_matrix
+from envbuilder.resolve.candidates import hardware_fit, sass_fit
+from envbuilder.resolve.matrix import TorchBuild, flavor_cuda, flavor_kind, load_matrix
 from envbuilder.resolve.plan import ResolveRequest, Target, TargetFlags
 from envbuilder.project.spec import IndexDecl, ProjectSource, ProjectSpec
 from envbuilder.resolve.resolver import resolve
@@ -18,7 +19,7 @@ LINUX = dict(os="linux", arch="x86_64")
 
 
 def project(*reqs: str, requires_python: str | None = None, optional=None, indexes=()) -> ProjectSpec:
-    return ProjectSpec(source=ProjectSource(path="."), requirements=reqs, requires_python=requires_python,
+    return ProjectSpec(source=ProjectSource(path="."), formats=("pep621",), requirements=reqs, requires_python=requires_python,
                        optional=optional or {}, indexes=tuple(indexes))
 
 
@@ -116,7 +117,7 @@ def test_driver_too_old_for_any_cuda_falls_back_to_cpu():
 
 
 def test_explicit_minor_compat_prefers_the_newest_torch():
-    strict = resolve(project("torch"), nvidia("550.54.14", "9.0"), MATRIX)
+    strict = resolve(project("torch"), nvidia("550.54.14", "9.0"), MATRIX, ResolveRequest(cuda_compat="strict"))
     minor = resolve(project("torch"), nvidia("550.54.14", "9.0"), MATRIX, ResolveRequest(cuda_compat="minor"))
     assert Version(minor.torch.version) >= Version(strict.torch.version)
     assert strict.status == "ok"
@@ -138,7 +139,7 @@ def test_apple_silicon_gets_the_default_pypi_wheel():
     plan = resolve(project("torch", "torchaudio"), Target(os="macos", arch="arm64", gpu="apple"), MATRIX)
     assert plan.torch.flavor == "default"
     assert plan.torch.local == plan.torch.version
-    assert plan.companions["torchaudio"].version == MATRIX.release(plan.torch.version).torchaudio
+    assert plan.companions["torchaudio"].version == MATRIX.release(plan.torch.version).torchaudio[-1]
 
 
 def test_windows_uses_windows_driver_floors():
@@ -160,8 +161,8 @@ def test_companions_are_paired_with_the_chosen_torch():
     plan = resolve(project("torch>=2.4,<2.6", "torchvision", "torchaudio"), nvidia("570.86.10", "8.0"), MATRIX)
     release = MATRIX.release(plan.torch.version)
     assert plan.torch.version.startswith("2.5.")
-    assert plan.companions["torchvision"].version == f"{release.torchvision}+{plan.torch.flavor}"
-    assert plan.companions["torchaudio"].version == f"{release.torchaudio}+{plan.torch.flavor}"
+    assert plan.companions["torchvision"].version == f"{release.torchvision[-1]}+{plan.torch.flavor}"
+    assert plan.companions["torchaudio"].version == f"{release.torchaudio[-1]}+{plan.torch.flavor}"
 
 
 def test_torchvision_bound_limits_torch_through_the_pairing_table():
@@ -354,3 +355,43 @@ def test_an_nvidia_target_that_cannot_get_onnxruntime_gpu_is_warned():
         assert any("CPU runtime" in w for w in plan.warnings)
     else:
         assert "onnxruntime-gpu" in plan.companions
+
+
+# --- kernels and the CUDA rule, unit by unit --------------------------------------------------------------------
+
+PTX_ONLY_FOR_HOPPER = TorchBuild(os="linux", arch="x86_64", flavor="cu128", sm=("8.0",), ptx="8.0")
+
+
+def test_sass_for_an_earlier_minor_runs_whatever_toolkit_built_it():
+    cu117 = next(b for b in MATRIX.release("1.13.1").builds if (b.os, b.flavor) == ("linux", "cu117"))
+    ok, warnings = sass_fit(cu117, nvidia("535.104.05", "8.9"), jit_allowed=False, matrix=MATRIX)
+    assert ok and not warnings  # sm_86 SASS on an sm_89 GPU: no JIT, and CUDA 11.7 needs not know Ada
+    ok, why = sass_fit(cu117, nvidia("535.104.05", "9.0"), jit_allowed=True, matrix=MATRIX)
+    assert not ok and "Hopper needs CUDA >= 11.8" in why[0]  # another major: only PTX could serve, and 11.7 is too old
+
+
+@pytest.mark.parametrize("driver,compat,ok,words", [
+    ("575.57.08", "auto", True, "PTX JIT"),           # the toolkit's own driver: PTX may JIT
+    ("560.35.03", "auto", False, "minor-version compatibility cannot do"),  # minor compat would need the JIT
+    ("560.35.03", "minor", False, "minor-version compatibility cannot do"),
+    ("560.35.03", "strict", False, "needs driver >= 570.26"),
+])
+def test_minor_version_compatibility_never_serves_a_gpu_that_needs_ptx_jit(driver, compat, ok, words):
+    fit = hardware_fit(PTX_ONLY_FOR_HOPPER, nvidia(driver, "9.0"), MATRIX, compat)
+    assert fit.ok is ok
+    assert words in (" ".join(fit.warnings) if ok else fit.why_not)
+
+
+def test_auto_allows_minor_compatibility_only_with_the_gpu_known():
+    build = next(b for b in MATRIX.release("2.14.1").builds if (b.os, b.arch, b.flavor) == ("linux", "x86_64", "cu126"))
+    assert hardware_fit(build, nvidia("535.104.05", "8.0"), MATRIX, "auto").mode == "minor"
+    unknown = hardware_fit(build, nvidia("535.104.05"), MATRIX, "auto")
+    assert not unknown.ok and "--compute-capability" in unknown.why_not
+    assert hardware_fit(build, nvidia("535.104.05"), MATRIX, "minor").ok
+
+
+def test_every_minor_compat_plan_carries_sass_for_the_gpu():
+    for cc in ("7.5", "8.0", "8.6", "8.9", "9.0", "12.0"):
+        plan = resolve(project("torch"), nvidia("535.104.05", cc), MATRIX)
+        if plan.status == "minor-version-compat":
+            assert has_sass(build_of(plan), cc), (cc, plan.torch.local)

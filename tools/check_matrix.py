@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envbuilder.resolve.matrix_update import show_matrix  # noqa: E402
+from envbuilder.index.matrix_update import show_matrix  # noqa: E402
 from envbuilder.errors import EnvbuilderError  # noqa: E402
 from envbuilder.resolve.matrix import PACKAGED_MATRIX, parse_matrix  # noqa: E402
 

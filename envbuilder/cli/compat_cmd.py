@@ -37,7 +37,7 @@ def show(ctx: click.Context, as_json: bool, torch_version: str | None) -> None:
     labels = dict(PLATFORMS)
     for row in summary["releases"]:
         flavours = "\n".join(f"{labels[key]}: {' '.join(row['platforms'][key])}" for key in row["platforms"])
-        companions = f"{row['torchvision'] or '-'} / {row['torchaudio'] or '-'}"
+        companions = f"{' '.join(row['torchvision']) or '-'} / {' '.join(row['torchaudio']) or '-'}"
         releases.add_row(row["version"], row["released"], row["python_range"], companions, flavours)
     out.print(releases)
 

@@ -63,8 +63,8 @@ def release_row(matrix: Matrix, release: TorchRelease) -> dict[str, Any]:
         "released": release.released,
         "python": sorted(release.python, key=Version),
         "python_range": python_range(sorted(pythons, key=Version)),
-        "torchvision": release.torchvision,
-        "torchaudio": release.torchaudio,
+        "torchvision": list(release.torchvision),  # every companion built for this torch, oldest first
+        "torchaudio": list(release.torchaudio),
         "platforms": {key: platforms[key] for key, _ in PLATFORMS if key in platforms},
     }
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from envbuilder.resolve.matrix import (ComputeCapability, CudaMinorCompat, CudaToolkit, Matrix, TorchBuild, TorchRelease,
-                                       flavor_cuda, flavor_kind, flavor_rocm)
+                                       flavor_cuda, flavor_kind, flavor_rocm, split_local)
 from envbuilder.project.spec import TORCH_COMPANIONS
 from envbuilder.resolve.plan import Target
 from envbuilder.resolve.served import IndexSnapshot, platform_matches
@@ -40,6 +41,12 @@ def dotted(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", v))
 
 def hardware_fit(build: TorchBuild, target: Target, matrix: Matrix, compat: str) -> Fit:
+    """Whether the build runs on the target, and under which CUDA rule (mode strict or minor).
+
+    compat: strict (the toolkit's own minimum driver), minor (CUDA minor-version compatibility allowed), or auto
+    (minor-version compatibility only where the wheel carries SASS for every target GPU: minor compatibility
+    cannot JIT PTX, so a wheel whose kernels are all SASS for the GPU loses nothing under it).
+    """
     kind = flavor_kind(build.flavor)
     if target.os == "macos":
         return Fit(kind == "default", why_not="macOS uses the default PyPI wheel")
@@ -63,18 +70,21 @@ def hardware_fit(build: TorchBuild, target: Target, matrix: Matrix, compat: str)
         too_old = _driver_below_gpu_floor(target, matrix)
         if too_old:
             return Fit(False, why_not=too_old)
-        toolkit = matrix.cuda_toolkit(cuda)
-        floor = os_floor(toolkit, target)
+        floor = os_floor(matrix.cuda_toolkit(cuda), target)
         if floor and not _version_ge(target.cuda_driver, floor):
-            minor = matrix.minor_compat(int(cuda.split(".")[0]))
-            minor_floor = os_floor(minor, target)
-            if compat == "minor" and minor_floor and _version_ge(target.cuda_driver, minor_floor):
-                mode = "minor"
-            else:
-                return Fit(False, why_not=f"CUDA {cuda} needs driver >= {floor}")
+            minor_floor = os_floor(matrix.minor_compat(int(cuda.split(".")[0])), target)
+            needs = f"CUDA {cuda} needs driver >= {floor}"
+            if compat == "strict" or not minor_floor:
+                return Fit(False, why_not=needs)
+            if not _version_ge(target.cuda_driver, minor_floor):
+                return Fit(False, why_not=f"{needs} (>= {minor_floor} under minor-version compatibility)")
+            if compat == "auto" and not target.compute_capabilities:
+                return Fit(False, why_not=f"{needs}; minor-version compatibility needs the GPU's kernels checked "
+                                          "(pass --compute-capability, or --cuda-compat minor)")
+            mode = "minor"
     sass_ok, sass_warnings = sass_fit(build, target, jit_allowed=mode == "strict", matrix=matrix)
     if not sass_ok:
-        return Fit(False, why_not=sass_warnings[0] if sass_warnings else "no SASS for the GPU")
+        return Fit(False, mode, why_not=sass_warnings[0] if sass_warnings else "no SASS for the GPU")
     warnings += sass_warnings
     if not target.cuda_driver:
         warnings.append("no NVIDIA driver version known; assumed new enough (pass --cuda-driver)")
@@ -97,25 +107,35 @@ def _driver_below_gpu_floor(target: Target, matrix: Matrix) -> str:
     return ""
 
 def sass_fit(build: TorchBuild, target: Target, *, jit_allowed: bool, matrix: Matrix) -> tuple[bool, list[str]]:
-    """SASS built for X.y runs on X.z when z >= y, never on another major. PTX JITs forward, but only under a
-    strict driver, and only when the build's toolkit knows the architecture: its cuBLAS/cuDNN carry no kernels
-    for GPUs newer than itself (an RTX 5090 needs CUDA 12.8 whatever PTX a cu124 wheel ships)."""
+    """SASS built for X.y runs on X.z when z >= y, never on another major, whatever toolkit built it: an sm_86
+    build (and its cuBLAS/cuDNN kernels) runs on an RTX 4090 (sm_89) even from a toolkit that predates Ada.
+    PTX JITs forward, but only under a strict driver, and only when the build's toolkit knows the architecture:
+    its cuBLAS/cuDNN carry no kernels for GPUs newer than itself (an RTX 5090 needs CUDA 12.8 whatever PTX a
+    cu124 wheel ships)."""
     warnings: list[str] = []
     cuda = flavor_cuda(build.flavor) or "0.0"
     for cc in target.compute_capabilities:
+        sm = f"sm_{cc.replace('.', '')}"
+        if has_sass(build, cc):
+            continue
         generation = matrix.compute_capability(cc)
         if generation and Version(cuda) < Version(generation.min_cuda):
-            return False, [f"{generation.architecture} (sm_{cc.replace('.', '')}) needs CUDA >= {generation.min_cuda}; {build.flavor} is older"]
-        major, minor = (int(p) for p in cc.split("."))
-        sass = [s for s in build.sm if int(s.split(".")[0]) == major and int(s.split(".")[1]) <= minor]
-        if sass:
-            continue
+            return False, [(f"{build.flavor} wheels carry no kernels for {sm} (built for {', '.join(build.sm)}), and "
+                            f"{generation.architecture} needs CUDA >= {generation.min_cuda} to JIT them")]
         if build.ptx and Version(build.ptx) <= Version(cc) and jit_allowed:
-            warnings.append(f"sm_{cc.replace('.', '')} runs {build.flavor} kernels through PTX JIT from sm_{build.ptx.replace('.', '')} "
+            warnings.append(f"{sm} runs {build.flavor} kernels through PTX JIT from sm_{build.ptx.replace('.', '')} "
                             "(slow first start, possibly slower kernels)")
             continue
-        return False, [f"{build.flavor} wheels carry no kernels for sm_{cc.replace('.', '')} (built for {', '.join(build.sm)})"]
+        why = f"{build.flavor} wheels carry no kernels for {sm} (built for {', '.join(build.sm)})"
+        if build.ptx and Version(build.ptx) <= Version(cc):
+            why += f"; their sm_{build.ptx.replace('.', '')} PTX needs a JIT, which minor-version compatibility cannot do"
+        return False, [why]
     return True, warnings
+
+def has_sass(build: TorchBuild, cc: str) -> bool:
+    """Whether the build carries SASS that runs on compute capability `cc` (same major, minor at or below)."""
+    major, minor = (int(p) for p in cc.split("."))
+    return any(int(s.split(".")[0]) == major and int(s.split(".")[1]) <= minor for s in build.sm)
 
 def driver_floor(build: TorchBuild, target: Target, matrix: Matrix) -> str | None:
     """The oldest driver that runs this build on every target GPU: the toolkit's floor or the GPU generation's."""
@@ -149,11 +169,11 @@ def software_ok(rel: TorchRelease, build: TorchBuild, py: str, view: ProjectView
         return False
     if sw.onnxruntime and not onnxruntime_choices(matrix, sw, py):
         return False
-    if view.available is not None and not _served(view, rel, build, py, sw):
+    if view.available is not None and not _served(view, rel, build, py, sw, matrix):
         return False
     if ignore_torch_bounds:
         return True
-    return not torch_bound_violations(rel, build, sw)
+    return not torch_bound_violations(rel, build, sw, matrix)
 
 def served_version(available: IndexSnapshot, name: str, public: str, build: TorchBuild, py: str, target: Target) -> str | None:
     """The version string the index serves for this package, build and Python, or None."""
@@ -166,35 +186,52 @@ def served_version(available: IndexSnapshot, name: str, public: str, build: Torc
             return wheel.version
     return None
 
-def _served(view: ProjectView, rel: TorchRelease, build: TorchBuild, py: str, sw: Software) -> bool:
+def _served(view: ProjectView, rel: TorchRelease, build: TorchBuild, py: str, sw: Software, matrix: Matrix) -> bool:
     available = view.available
     if served_version(available, "torch", rel.version, build, py, view.target) is None:
         return False
     for name in TORCH_COMPANIONS:
-        paired = getattr(rel, name)
-        if getattr(sw, name) is not None and name in available.listed and (
-                not paired or served_version(available, name, paired, build, py, view.target) is None):
+        if getattr(sw, name) is not None and name in available.listed and not any(
+                served_version(available, name, v, build, py, view.target) for v in companion_choices(rel, name, sw, matrix)):
             return False
     return True
 
-def torch_bound_violations(rel: TorchRelease, build: TorchBuild, sw: Software) -> list[str]:
-    """The project's torch-family constraints this build breaks, in words."""
-    return pairing_violations(rel, sw) + flavor_violations(build, sw)
+def _pinned_exactly(spec: SpecifierSet, version: str) -> bool:
+    return any(item.operator in ("==", "===") and "*" not in item.version and item.contains(version, prereleases=True)
+               for item in split_local(spec)[0])
 
-def pairing_violations(rel: TorchRelease, sw: Software) -> list[str]:
+def companion_choices(rel: TorchRelease, name: str, sw: Software, matrix: Matrix) -> list[str]:
+    """The `name` (torchvision, torchaudio) releases built for this torch that the project allows, oldest first.
+    A release yanked on PyPI counts only when pinned exactly, as installers treat it (PEP 592)."""
+    spec = getattr(sw, name)
+    public = split_local(spec)[0] if spec is not None else SpecifierSet()
+    return [v for v in rel.companions(name) if public.contains(v, prereleases=True)
+            and (not matrix.is_yanked(name, v) or (spec is not None and _pinned_exactly(spec, v)))]
+
+def torch_bound_violations(rel: TorchRelease, build: TorchBuild, sw: Software, matrix: Matrix) -> list[str]:
+    """The project's torch-family constraints this build breaks, in words."""
+    return pairing_violations(rel, sw, matrix) + flavor_violations(build, sw)
+
+def pairing_violations(rel: TorchRelease, sw: Software, matrix: Matrix) -> list[str]:
     broken: list[str] = []
     if not sw.torch.contains(rel.version, prereleases=True):
         broken.append(f"torch{sw.torch}")
-    if sw.torchvision is not None and (rel.torchvision is None or not sw.torchvision.contains(rel.torchvision, prereleases=True)):
-        broken.append(f"torchvision{sw.torchvision} (torch {rel.version} pairs with torchvision {rel.torchvision or 'none'})")
-    if sw.torchaudio is not None and (rel.torchaudio is None or not sw.torchaudio.contains(rel.torchaudio, prereleases=True)):
-        broken.append(f"torchaudio{sw.torchaudio} (torch {rel.version} pairs with torchaudio {rel.torchaudio or 'none'})")
+    for name in TORCH_COMPANIONS:
+        spec = getattr(sw, name)
+        if spec is not None and not companion_choices(rel, name, sw, matrix):
+            built = ", ".join(rel.companions(name)) or "none"
+            broken.append(f"{name}{spec} (torch {rel.version} pairs with {name} {built})")
     return broken
 
 def flavor_violations(build: TorchBuild, sw: Software) -> list[str]:
     broken: list[str] = []
     if sw.pinned_flavor and build.flavor != sw.pinned_flavor:
         broken.append(f"the pinned torch build +{sw.pinned_flavor}")
+    for name in TORCH_COMPANIONS:
+        spec = getattr(sw, name)
+        flavor = split_local(spec)[1] if spec is not None else None
+        if flavor and build.flavor != flavor:
+            broken.append(f"the pinned {name} build +{flavor}")
     if sw.index_flavor and build.flavor != sw.index_flavor:
         broken.append(f"the project's PyTorch index ({sw.index_origin})")
     return broken

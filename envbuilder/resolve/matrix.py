@@ -14,13 +14,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.values import Value
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 paired one torchvision/torchaudio string with each release; version 2 lists every companion
+# release built for it. A version-1 file (an older `compat update`) still loads: each string becomes a list.
+READABLE_SCHEMA_VERSIONS = (1, 2)
+COMPANION_TABLES = ("torchvision", "torchaudio")
 PACKAGED_MATRIX = Path(__file__).resolve().parents[1] / "data" / "compatibility.json"
 
 FLAVOR_RE = re.compile(r"^(cpu|default|cu(?P<cu>\d{3})|rocm(?P<rocm>\d+\.\d+(\.\d+)?))$")
@@ -51,6 +56,21 @@ def flavor_cuda(flavor: str) -> str | None:
 def flavor_rocm(flavor: str) -> str | None:
     m = FLAVOR_RE.match(flavor)
     return m["rocm"] if m and m["rocm"] else None
+
+
+def split_local(spec: SpecifierSet) -> tuple[SpecifierSet, str | None]:
+    """A specifier on public versions, and the flavour its local-version pin names: `==0.18.1+cu121` is
+    (`==0.18.1`, "cu121"), the standard PyTorch requirements pattern, which a public version never matches."""
+    public = SpecifierSet()
+    flavor = None
+    for item in spec:
+        version, _, local = item.version.partition("+")
+        if local and item.operator in ("==", "==="):
+            flavor = local
+            public &= SpecifierSet(f"=={version}")
+        else:
+            public &= SpecifierSet(str(item))
+    return public, flavor
 
 
 class Provenance(Value):
@@ -86,12 +106,34 @@ class TorchRelease(Value):
     version: str
     released: str  # ISO date
     python: tuple[str, ...]  # CPython versions with wheels ("3.9", ... ); free-threaded builds not listed
-    torchvision: str | None = None
-    torchaudio: str | None = None
+    # Every companion release built for this torch (its METADATA requires torch==version), oldest first, so the
+    # last is the newest; empty: none was published. torch 2.0.0 has torchvision 0.15.0 (yanked) and 0.15.1.
+    torchvision: tuple[str, ...] = ()
+    torchaudio: tuple[str, ...] = ()
     builds: tuple[TorchBuild, ...]
+
+    @field_validator("torchvision", "torchaudio", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        # Schema 1 held one string (or null) per companion.
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("torchvision", "torchaudio")
+    @classmethod
+    def _oldest_first(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        versions = [Version(v) for v in value]
+        if versions != sorted(set(versions)):
+            raise ValueError(f"companion releases must be listed oldest first, once each: {list(value)}")
+        return value
 
     def python_for(self, build: TorchBuild) -> tuple[str, ...]:
         return build.python if build.python is not None else self.python
+
+    def companions(self, name: str) -> tuple[str, ...]:
+        """The torchvision or torchaudio releases built for this torch, oldest first."""
+        return getattr(self, name) if name in COMPANION_TABLES else ()
 
 
 class CudaToolkit(Value):
@@ -153,14 +195,20 @@ class Matrix(Value):
     indexes: dict[str, str] = Field(description="flavour -> index URL; 'default' is PyPI")
     gpus: tuple[GpuModel, ...] = ()
     compute_capabilities: tuple[ComputeCapability, ...] = ()
+    # package -> releases yanked on PyPI (PEP 592): an installer takes one only when pinned exactly (== / ===).
+    yanked: dict[str, tuple[str, ...]] = {}
 
     @model_validator(mode="after")
     def _cross_check(self) -> "Matrix":
-        if self.schema_version != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {self.schema_version} is not {SCHEMA_VERSION}")
-        for table in ("torch", "cuda", "cuda_minor_compat", "rocm", "onnxruntime", "indexes"):
+        if self.schema_version not in READABLE_SCHEMA_VERSIONS:
+            raise ValueError(f"schema_version {self.schema_version} is not one of {list(READABLE_SCHEMA_VERSIONS)} "
+                             "(a newer envbuilder wrote it; upgrade envbuilder)")
+        for table in ("torch", "cuda", "cuda_minor_compat", "rocm", "onnxruntime", "indexes") + (("yanked",) if self.yanked else ()):
             if table not in self.sources:
                 raise ValueError(f"table {table!r} has no provenance in 'sources'")
+        for versions in self.yanked.values():
+            for v in versions:
+                Version(v)
         cuda_versions = {c.version for c in self.cuda}
         rocm_versions = {r.version for r in self.rocm}
         seen: set[str] = set()
@@ -200,6 +248,10 @@ class Matrix(Value):
         version = flavor_rocm(build.flavor)
         row = next((r for r in self.rocm if r.version == version), None)
         return row.gfx if row else ()
+
+    def is_yanked(self, package: str, version: str) -> bool:
+        public = Version(Version(version).public)
+        return any(Version(v) == public for v in self.yanked.get(package, ()))
 
     def index_url(self, flavor: str) -> str:
         return self.indexes.get(flavor) or self.indexes["default"]

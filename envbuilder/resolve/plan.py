@@ -12,7 +12,7 @@ import json
 from typing import Literal
 
 from envbuilder.host.types import ArchName, GpuVendor, OsName
-from envbuilder.project.spec import IndexDecl, ProjectSource
+from envbuilder.project.spec import IndexDecl, ProjectInstall, ProjectSource
 from envbuilder.values import Value
 
 PlanStatus = Literal["ok", "minor-version-compat", "potential-incompatibility", "cpu-fallback"]
@@ -29,6 +29,7 @@ class Target(Value):
     gpu_archs: tuple[str, ...] = ()  # AMD gfx targets, e.g. ("gfx942",)
     gpu_names: tuple[str, ...] = ()
     source: Literal["detected", "declared", "mixed"] = "declared"
+    declared: tuple[str, ...] = ()  # the fields the user's flags set ("gpu", "cuda_driver"...): an explicit --gpu none is a choice
 
 
 class TargetFlags(Value):
@@ -51,9 +52,14 @@ class ResolveRequest(Value):
 
     python: str | None = None  # "3.11" pin
     extras: tuple[str, ...] = ()
-    cuda_compat: Literal["strict", "minor"] = "strict"
+    # auto: CUDA minor-version compatibility where the wheel carries SASS for every GPU (no PTX JIT needed), else
+    # the toolkit's own driver; strict: always the toolkit's own driver; minor: minor-version compatibility allowed.
+    cuda_compat: Literal["auto", "strict", "minor"] = "auto"
     flavor: str | None = None  # force a flavour ("cpu", "cu128"); None: auto
     with_onnxruntime: bool | None = None  # None: only when the project asks for onnxruntime
+    # --with / --with-requirements: PEP 508 strings added to the project's own requirements (like `uv run --with`),
+    # so they resolve, lock and key the image with them.
+    with_packages: tuple[str, ...] = ()
 
 
 class TorchChoice(Value):
@@ -63,6 +69,7 @@ class TorchChoice(Value):
     index_url: str
     cuda: str | None = None  # "11.8"
     rocm: str | None = None  # "6.3"
+    url: str | None = None  # the wheel the project names by URL (torch @ https://...whl); install that file
 
 
 class PackageChoice(Value):
@@ -91,6 +98,12 @@ class Plan(Value):
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     matrix_updated: str | None = None
+    # Why the project's build needs torch installed first (a setup.py CUDA/C++ extension, torch in
+    # [build-system] requires); None: an ordinary build. The build then installs the project without isolation.
+    build_requires_torch: str | None = None
+    # How the project itself is installed in the image (editable, no dependencies); None: not a package
+    # (no [build-system], no setup.py), its files importable through PYTHONPATH only.
+    install: ProjectInstall | None = None
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json")
@@ -98,7 +111,9 @@ class Plan(Value):
 
 def plan_digest(plan: Plan, *extra: str) -> str:
     """A stable 16-hex fingerprint of what a plan installs (reasons and warnings excluded) plus extra inputs."""
-    payload = plan.model_dump(mode="json", exclude={"reasons", "warnings", "status", "matrix_updated", "project"})
+    # How a choice was reached (the compat rule, which target fields were typed) is not what gets installed.
+    payload = plan.model_dump(mode="json", exclude={"reasons": True, "warnings": True, "status": True, "matrix_updated": True,
+                                                    "project": True, "target": {"declared"}, "request": {"cuda_compat"}})
     h = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
     for item in extra:
         h.update(b"\0" + item.encode())

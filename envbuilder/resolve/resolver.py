@@ -9,7 +9,9 @@ The rule, in order (docs/resolver.md has the long form):
    requires-python, the release's Pythons, a --python pin, project-declared PyTorch indexes, local pins;
 3. hardware filter: CUDA driver floors and SASS for every GPU; ROCm gfx lists; macOS default; CPU;
 4. highest torch, then highest CUDA/ROCm, then highest Python every choice allows;
-5. strict driver floors first, then CUDA minor-version compatibility;
+5. the CUDA rule (--cuda-compat): auto (default) allows minor-version compatibility where the wheel carries
+   SASS for every GPU, strict needs the toolkit's own driver, minor allows minor-version compatibility; at
+   equal torch a build the driver runs under its toolkit's own floor wins;
 6. hardware over software bounds when they can never meet (potential-incompatibility), else CPU;
 7. contradictory software constraints are a conflict (exit code 3).
 This module composes the rule; its parts are envbuilder.resolve.target (target_for), .software (the project
@@ -25,25 +27,27 @@ from packaging.version import Version
 
 from envbuilder.errors import ResolveConflict, UsageError
 from envbuilder.project.spec import TORCH_COMPANIONS, ProjectSpec
-from envbuilder.resolve.candidates import (Candidate, Fit, flavor_violations, hardware_fit, onnxruntime_choices,
-                                           pairing_violations, pick, pythons_newest_first, served_version, software_ok,
-                                           torch_bound_violations)
+from envbuilder.resolve.candidates import (Candidate, Fit, companion_choices, flavor_violations, hardware_fit,
+                                           onnxruntime_choices, pairing_violations, pick, pythons_newest_first, served_version,
+                                           software_ok, torch_bound_violations)
 from envbuilder.resolve.explain import (conflict, describe_target, requirement_text, served_summary, upgrade_hint,
-                                        why_python, why_torch)
+                                        why_overridden, why_python, why_torch)
 from envbuilder.resolve.matrix import Matrix, TorchBuild, TorchRelease, flavor_cuda, flavor_kind, flavor_rocm
 from envbuilder.resolve.plan import PackageChoice, Plan, PlanStatus, ResolveRequest, Target, TorchChoice
 from envbuilder.resolve.served import IndexSnapshot
-from envbuilder.resolve.software import ProjectView, Software
+from envbuilder.resolve.direct import direct_wheel_plan
+from envbuilder.resolve.software import ProjectView, Software, project_reasons
 
 _PYTHON_RE = re.compile(r"^3\.\d{1,2}$")
 
 
 def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: ResolveRequest = ResolveRequest(),
-            available: IndexSnapshot | None = None) -> Plan:
+            available: IndexSnapshot | None = None, *, torch_index_url: str | None = None) -> Plan:
     """Pick Python, the torch build and companions for the project on the target. Raises ResolveConflict.
 
     With `available` (a snapshot of the torch index or wheelhouse the build will use), only builds that index
-    really serves are candidates, and the plan pins the exact version strings it serves.
+    really serves are candidates, and the plan pins the exact version strings it serves. torch_index_url (or the
+    snapshot's URL) is the mirror that replaces the flavour's PyTorch index (--torch-index-url): the plan names it.
     """
     if request.python and not _PYTHON_RE.match(request.python):
         raise UsageError("request-invalid", f"--python {request.python!r} is not X.Y", "pass e.g. --python 3.11")
@@ -54,6 +58,9 @@ def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: Resol
             raise UsageError("request-invalid", f"--flavor {request.flavor!r} is not a flavour",
                                   "use cpu, default, cuNNN (cu128) or rocmX.Y (rocm6.3)") from None
     view = ProjectView(project, target, request, available)
+    direct = direct_wheel_plan(view, matrix)  # a torch wheel URL outside the matrix: nothing left to choose
+    if direct is not None:
+        return direct
     platform_builds = [(rel, b) for rel in matrix.releases_newest_first for b in rel.builds
                        if b.os == target.os and b.arch == target.arch]
     if not platform_builds:
@@ -70,18 +77,19 @@ def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: Resol
 
     notes: list[str] = []
     status: PlanStatus = "ok"
-    compat_modes = ["strict", "minor"] if request.cuda_compat == "strict" else ["minor"]
-    chosen: list[Candidate] = []
-    for compat in compat_modes:
-        chosen = [Candidate(r, b, py, fit) for r, b, py in soft if (fit := hardware_fit(b, target, matrix, compat)).ok]
-        if chosen:
-            break
-    if not chosen:
+    chosen = [Candidate(r, b, py, fit) for r, b, py in soft if (fit := hardware_fit(b, target, matrix, request.cuda_compat)).ok]
+    if chosen:
+        best = pick(chosen)
+        torch_reason = why_torch(best, view, platform_builds, matrix)
+    else:
         chosen, status, notes = _beyond_bounds(view, platform_builds, soft, target, matrix)
-    best = pick(chosen)
+        best = pick(chosen)
+        overridden = why_overridden(best, view, soft, matrix) if status == "potential-incompatibility" else ""
+        torch_reason = why_torch(best, view, platform_builds, matrix, overridden=overridden)
     if status == "ok" and best.fit.mode == "minor":
         status = "minor-version-compat"
-    return _make_plan(best, status, notes, view, target, matrix, request, project)
+    index_url = torch_index_url or (available.url if available is not None else matrix.index_url(best.build.flavor))
+    return _make_plan(best, status, [torch_reason], notes, view, matrix, index_url)
 
 def _beyond_bounds(view, platform_builds, soft, target, matrix) -> tuple[list[Candidate], PlanStatus, list[str]]:
     """Software can be met, but never with this hardware: prefer a build that runs, else the CPU."""
@@ -89,10 +97,7 @@ def _beyond_bounds(view, platform_builds, soft, target, matrix) -> tuple[list[Ca
     soft_versions = {Version(r.version) for r, _, _ in soft}
     runnable: list[Candidate] = []
     for rel, build in platform_builds:
-        for compat in ("strict", "minor"):
-            fit = hardware_fit(build, target, matrix, compat)
-            if fit.ok:
-                break
+        fit = hardware_fit(build, target, matrix, view.request.cuda_compat)
         if not fit.ok:
             continue
         for py in pythons_newest_first(rel.python_for(build)):
@@ -111,7 +116,7 @@ def _beyond_bounds(view, platform_builds, soft, target, matrix) -> tuple[list[Ca
         nearest = min(distance(c) for c in runnable)
         runnable = [c for c in runnable if distance(c) == nearest]
         best = pick(runnable)
-        broken = torch_bound_violations(best.release, best.build, view.software(best.python))
+        broken = torch_bound_violations(best.release, best.build, view.software(best.python), matrix)
         notes.append(f"no build within the project's bounds runs on this {target.gpu.upper()} target; "
                      f"chose the nearest release that does, which violates {'; '.join(broken)}")
         return runnable, "potential-incompatibility", notes
@@ -122,9 +127,14 @@ def _beyond_bounds(view, platform_builds, soft, target, matrix) -> tuple[list[Ca
         # not running, so the flavour restriction gives way, the version bounds stay.
         cpu = [(rel, b, py) for rel, b in platform_builds if flavor_kind(b.flavor) == "cpu"
                for py in pythons_newest_first(rel.python_for(b))
-               if software_ok(rel, b, py, view, matrix, ignore_torch_bounds=True) and not pairing_violations(rel, view.software(py))]
+               if software_ok(rel, b, py, view, matrix, ignore_torch_bounds=True)
+               and not pairing_violations(rel, view.software(py), matrix)]
         if cpu:
             broken = flavor_violations(cpu[0][1], view.software(cpu[0][2]))
+            if target.gpu == "none" and "gpu" in target.declared:
+                # --gpu none is the user's choice, not a fallback: the project's GPU flavour simply does not apply.
+                return ([Candidate(r, b, py, Fit(True)) for r, b, py in cpu], "ok",
+                        [f"--gpu none asks for the CPU build, so it replaces {'; '.join(broken)}"])
             notes.append(f"the CPU build violates {'; '.join(broken)}")
     hint = upgrade_hint(view, soft, platform_builds, target, matrix)
     if not cpu:
@@ -147,11 +157,40 @@ def _pinned_version(view: ProjectView, name: str, public: str, build: TorchBuild
             return served
     return _companion_version(public, build.flavor, target)
 
-def _make_plan(best: Candidate, status: PlanStatus, notes: list[str], view: ProjectView, target: Target,
-               matrix: Matrix, request: ResolveRequest, project: ProjectSpec) -> Plan:
+def _pick_companion(view: ProjectView, name: str, best: Candidate, matrix: Matrix) -> tuple[str | None, str, list[str]]:
+    """The newest `name` release built for the chosen torch that the project allows (and the index serves), as the
+    version string to pin; with the reason and any warnings."""
     rel, build, py = best.release, best.build, best.python
     sw = view.software(py)
-    index_url = matrix.index_url(build.flavor)
+    spec = getattr(sw, name)
+    allowed = companion_choices(rel, name, sw, matrix)
+    # Empty only past the project's bounds (potential-incompatibility), whose warning already names the bound.
+    allowed = allowed or [v for v in rel.companions(name) if not matrix.is_yanked(name, v)]
+    if not allowed:
+        return None, "", [f"no {name} release is built for torch {rel.version}; {name} is left out of the plan"]
+    warnings: list[str] = []
+    listed = view.available is not None and name in view.available.listed
+    if listed:
+        allowed = [v for v in allowed if served_version(view.available, name, v, build, py, view.target)] or allowed
+    elif view.available is not None:
+        warnings.append(f"{view.available.url} has no {name} page; {name} {allowed[-1]} will come from the default index, "
+                        "which may hold a build for another flavour")
+    version = allowed[-1]
+    built = rel.companions(name)
+    why = f"{name} {version}: built for torch {rel.version}"
+    if str(spec):
+        why += f", within {name}{spec}"
+    if len(built) > 1:
+        why += f" (torch {rel.version} has {', '.join(built)})"
+    if matrix.is_yanked(name, version):
+        warnings.append(f"{name} {version} is yanked on PyPI: installers take it only because the project pins it exactly")
+    return _pinned_version(view, name, version, build, py, view.target), why, warnings
+
+def _make_plan(best: Candidate, status: PlanStatus, torch_reasons: list[str], notes: list[str], view: ProjectView,
+               matrix: Matrix, index_url: str) -> Plan:
+    rel, build, py = best.release, best.build, best.python
+    project, request, target = view.project, view.request, view.target
+    sw = view.software(py)
     torch = TorchChoice(
         version=rel.version,
         flavor=build.flavor,
@@ -162,20 +201,20 @@ def _make_plan(best: Candidate, status: PlanStatus, notes: list[str], view: Proj
     )
     reasons: list[str] = [f"target: {describe_target(target)} ({target.source})"]
     warnings: list[str] = list(best.fit.warnings)
-    reasons.append(why_torch(rel, build, sw, target, matrix, best.fit))
+    reasons += torch_reasons
     if view.available is not None:
         reasons.append(f"limited to what {view.available.url} serves: {served_summary(view.available, target)}")
     reasons.append(why_python(py, rel, build, view))
+    reasons += project_reasons(project, request)
     companions: dict[str, PackageChoice] = {}
     for name in TORCH_COMPANIONS:
-        wanted = getattr(sw, name)
-        paired = getattr(rel, name)
-        if wanted is not None and paired:
-            companions[name] = PackageChoice(name=name, version=_pinned_version(view, name, paired, build, py, target), index_url=index_url)
-            if view.available is not None and name not in view.available.listed:
-                warnings.append(f"{view.available.url} has no {name} page; {name} {paired} will come from the default index, "
-                                "which may hold a build for another flavour")
-            reasons.append(f"{name} {paired}: the release paired with torch {rel.version}")
+        if getattr(sw, name) is None:
+            continue
+        version, why, notes_for = _pick_companion(view, name, best, matrix)
+        warnings += notes_for
+        if version:
+            companions[name] = PackageChoice(name=name, version=version, index_url=index_url)
+            reasons.append(why)
     if sw.onnxruntime:
         ort_name, ort_choice, why = _pick_onnxruntime(matrix, sw, py, build, target)
         if ort_choice:
@@ -206,6 +245,8 @@ def _make_plan(best: Candidate, status: PlanStatus, notes: list[str], view: Proj
         reasons=tuple(reasons),
         warnings=tuple(warnings),
         matrix_updated=matrix.updated,
+        build_requires_torch=project.build_requires_torch,
+        install=project.install,
     )
 
 def _pick_onnxruntime(matrix: Matrix, sw: Software, py: str, build: TorchBuild, target: Target):

@@ -58,6 +58,7 @@ def target_for(host: HostInfo | None, flags: TargetFlags, matrix: Matrix) -> Tar
 
     declared_any = not flags.empty
     source = "declared" if host is None or not host_applies else ("mixed" if declared_any else "detected")
+    declared = tuple(name for name in ("os", "arch", "gpu", "cuda_driver", "compute_capability", "gpu_arch") if getattr(flags, name))
     return Target(
         os=os_name,
         arch=arch,
@@ -67,6 +68,7 @@ def target_for(host: HostInfo | None, flags: TargetFlags, matrix: Matrix) -> Tar
         gpu_archs=tuple(sorted(set(gfx))),
         gpu_names=tuple(names),
         source=source,
+        declared=declared,
     )
 
 def _normal_arch(os_name: str, arch: str) -> str:
