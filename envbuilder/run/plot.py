@@ -1,29 +1,59 @@
-"""A PNG of a run's metric series: losses, accuracies, and the learning rate on a log scale.
+"""A PNG of a run's metric series: losses, accuracies, and the learning rate on a log scale, over a labelled x axis.
 
-matplotlib is optional (the `plot` extra) and imported only when a plot is drawn. It is used through
-its object API with the Agg canvas, never pyplot, so drawing does not switch the backend of a host
-application that embeds envbuilder. Must not import docker.
+Names are the run's own (`val/acc`, `train_loss`, `Loss`): panels group them by what they say they are, in any
+case or separator. The x axis says what the steps count (step, epoch, or the n-th report when the job printed
+neither). A run with nothing finite to draw is an error (`no-metrics`), never an empty picture.
+matplotlib is optional (the `plot` extra) and imported only when a plot is drawn. It is used through its object
+API with the Agg canvas, never pyplot, so drawing does not switch the backend of a host application that embeds
+envbuilder. Must not import docker.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from envbuilder.errors import EnvbuilderError
 
 Series = Mapping[str, Sequence[tuple[float, float]]]
 
 _MAX_OTHER = 6
+X_LABELS = {"step": "step", "epoch": "epoch", "report": "report # (the log printed no step or epoch)"}
 
 
-def _panels(series: Series) -> list[tuple[str, list[str], bool]]:
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[\s_./\-]+", name.lower()) if w]
+
+
+def _is_loss(name: str) -> bool:
+    return any("loss" in w for w in _words(name))
+
+
+def _is_accuracy(name: str) -> bool:
+    return any(w in ("acc", "accuracy", "top1", "top5") for w in _words(name))
+
+
+def _is_rate(name: str) -> bool:
+    words = _words(name)
+    return "lr" in words or "learning_rate" in "_".join(words)
+
+
+def _loss_order(name: str) -> tuple:
+    # the training loss first, then validation, then the rest, each group by name
+    words = _words(name)
+    split = 1 if any(w in ("val", "valid", "validation", "eval", "dev") for w in words) else \
+        2 if "test" in words else 0
+    return (split, name.lower())
+
+
+def panels_of(series: Series) -> list[tuple[str, list[str], bool]]:
     """(y label, series names, log scale) for each panel that has something to show."""
     names = [name for name, points in series.items() if _finite(points) and name not in ("step", "epoch")]
-    losses = sorted((n for n in names if "loss" in n), key=lambda n: (n != "loss", n != "val_loss", n))
-    accuracies = sorted(n for n in names if "acc" in n and n not in losses)
-    rates = [n for n in names if n == "lr" or n.startswith("lr_")]
+    losses = sorted((n for n in names if _is_loss(n)), key=_loss_order)
+    accuracies = sorted((n for n in names if _is_accuracy(n) and n not in losses), key=_loss_order)
+    rates = sorted(n for n in names if _is_rate(n) and n not in losses and n not in accuracies)
     panels: list[tuple[str, list[str], bool]] = []
     if losses:
         panels.append(("loss", losses, False))
@@ -43,23 +73,36 @@ def _finite(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(s, v) for s, v in points if v is not None and math.isfinite(v)]
 
 
-def plot_run(series: Series, out_png: Path, title: str = "") -> Path:
-    """Draw `series` (name -> [(step, value)]) into `out_png`; missing series are left out. Returns the path."""
+def plot_run(series: Series, out_png: Path, title: str = "", axis: str = "step", subject: str = "the run") -> Path:
+    """Draw `series` (name -> [(step, value)]) into `out_png`, the x axis labelled for `axis` (step, epoch or
+    report). Returns the path. Raises `no-metrics` (naming `subject`) when nothing finite is there to draw: no
+    file is written."""
+    panels = panels_of(series)
+    if not panels:
+        said = "recorded no metrics" if not any(series.values()) else "has no finite metric values (all NaN or inf)"
+        raise EnvbuilderError("no-metrics", f"nothing to plot: {subject} {said}",
+                              "print metrics as `loss=0.5` lines, write them to $ENVBUILDER_METRICS, or log them to "
+                              "TensorBoard under /artifacts (docs/running.md, Metrics)")
+    figure = metrics_figure(series, panels, title, axis)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, format="png")
+    return out_png
+
+
+def metrics_figure(series: Series, panels: list[tuple[str, list[str], bool]], title: str, axis: str):
+    """The matplotlib Figure (on an Agg canvas) of `panels` (see panels_of) of `series`."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise EnvbuilderError("matplotlib-missing", "plotting needs matplotlib",
                               "pip install 'envbuilder[plot]' (or matplotlib)") from None
-    panels = _panels(series)
-    figure = Figure(figsize=(8, 2.8 * max(1, len(panels)) + 0.6), dpi=100)
+    figure = Figure(figsize=(8, 2.8 * len(panels) + 0.6), dpi=100)
     FigureCanvasAgg(figure)
     if title:
         figure.suptitle(title)
-    if not panels:
-        axes = figure.add_subplot(1, 1, 1)
-        axes.text(0.5, 0.5, "no metrics recorded", ha="center", va="center", transform=axes.transAxes)
-        axes.set_axis_off()
     first = None
     for index, (label, names, log) in enumerate(panels):
         axes = figure.add_subplot(len(panels), 1, index + 1, sharex=first)
@@ -73,10 +116,10 @@ def plot_run(series: Series, out_png: Path, title: str = "") -> Path:
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
         axes.legend(loc="best", fontsize="small")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are whole numbers
         if index == len(panels) - 1:
-            axes.set_xlabel("step")
+            axes.set_xlabel(X_LABELS.get(axis, axis))
+        else:
+            axes.tick_params(labelbottom=False)  # one set of x tick labels, under the axis label
     figure.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, format="png")
-    return out_png
+    return figure
