@@ -1,15 +1,19 @@
 """Credentials in URLs: find them and keep them out of messages, records, labels and image history.
 
-Pure string functions; must not import anything of ours but errors.
+redact_url works on one URL; redact_text on any message that may quote URLs (git's errors, a proxy's answer,
+an exception's text), and is what the CLI applies to every line it prints about a failure.
+Pure string functions; must not import anything of ours.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 # scheme://userinfo@ — the userinfo of an http(s)/git/ssh URL is a secret (a token, or user:password).
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@]+)@")
+# The same inside free text: a URL starts after a non-URL character; its userinfo has no '/', '@' or space.
+_TEXT_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)([^/@\s'\"<>]+)@")
 
 
 def url_has_credentials(url: str) -> bool:
@@ -28,3 +32,31 @@ def redact_url(url: str) -> str:
         # ssh://git@host and scp-like git@host:path name a login, not a secret; but a password still goes.
         return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:]*?):[^/@]*@", r"\1\2:***@", url)
     return f"{match.group(1)}***@{url[match.end():]}"
+
+
+def redact_text(text: str) -> str:
+    """Every URL in text with its credentials replaced, as redact_url does to one URL."""
+    if "@" not in text:
+        return text
+
+    def one(match: re.Match[str]) -> str:
+        scheme, userinfo = match.group(1), match.group(2)
+        if scheme.lower().startswith(("http", "git+http")):
+            return f"{scheme}***@"
+        user, sep, _ = userinfo.partition(":")
+        return f"{scheme}{user}:***@" if sep else match.group(0)
+
+    return _TEXT_USERINFO.sub(one, text)
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(the http(s) URL without its userinfo, user, password) with percent-escapes decoded; other URLs unchanged.
+
+    The credentials then travel apart from the URL (an Authorization header in git's environment), so nothing
+    that records the URL (git's config, FETCH_HEAD, our records) ever holds them."""
+    if not url_has_credentials(url):
+        return url, None, None
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    clean = parts._replace(netloc=host).geturl()
+    return clean, unquote(parts.username or ""), None if parts.password is None else unquote(parts.password)

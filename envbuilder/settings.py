@@ -1,14 +1,20 @@
-"""Where envbuilder keeps its state (git cache, build logs, run database, installed matrix).
+"""Where envbuilder keeps its state (git cache, build logs, run database, installed matrix), and who may read it.
 
 The data directory is ~/.envbuilder unless ENVBUILDER_HOME or an explicit path says otherwise.
 Callers pass a Settings value down; nothing reads the environment behind their back.
+The data directory holds private things (clones of private repositories, job logs that print secrets, the run
+database), so it and the folders envbuilder makes in it are 0700 (private_dir). Must not import anything of ours.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -40,3 +46,37 @@ class Settings:
     @property
     def matrix_override(self) -> Path:
         return self.data_dir / "compatibility.json"
+
+    def private_dir(self, path: Path) -> Path:
+        """`path` (inside the data dir) made if missing, with the data dir and every folder between them 0700."""
+        return private_dir(Path(path), root=self.data_dir)
+
+
+def private_dir(path: Path, *, root: Path | None = None) -> Path:
+    """Make `path` (and missing parents) 0700; folders from `root` down to `path` that already exist and are ours
+    are tightened to 0700 too (an older envbuilder made them 0755). Folders above `root` are left alone."""
+    path = Path(path)
+    chain = [path]
+    if root is not None:
+        root = Path(root)
+        if path != root and root in path.parents:
+            current = path.parent
+            while current != root:
+                chain.append(current)
+                current = current.parent
+            chain.append(root)
+    for folder in reversed(chain):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
+        except FileExistsError:
+            _tighten(folder)
+    return path
+
+
+def _tighten(folder: Path) -> None:
+    try:
+        info = folder.stat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(folder, stat.S_IMODE(info.st_mode) & ~0o077)
+    except OSError:  # not ours to change (a shared mount): what is inside is still made private
+        pass

@@ -56,7 +56,7 @@ def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
     summary = json.loads(result.stdout)
     train, export = summary["runs"]
     assert (train["job"], train["status"], export["job"], export["status"]) == ("train", "completed", "export", "completed")
-    assert train["metrics"]["epoch"] == 10 and train["metrics"]["val_loss"] < 0.2 and train["metrics"]["accuracy"] > 0.9
+    assert train["metrics"]["epoch"] == 10 and train["metrics"]["val_loss"] < 0.2 and train["metrics"]["acc"] > 0.9
     assert "2 DataLoader workers" in Path(train["log_path"]).read_text()
     [model] = export["verified"]
     assert model["ok"] and model["max_abs_diff"] < 1e-4

@@ -225,3 +225,94 @@ def test_redact_hides_tokens():
     assert redact("https://user:s3cret@example.org/r.git") == "https://***@example.org/r.git"
     assert redact("https://ghp_token@example.org/r.git") == "https://***@example.org/r.git"  # a token alone
     assert redact("https://example.org/r.git") == "https://example.org/r.git"
+
+
+# --- credentials in the URL never reach the cache ---------------------------------------------------------
+
+
+@pytest.fixture
+def private_server(origin, tmp_path):
+    """The origin as a private repository behind git smart HTTP on loopback (Basic auth required)."""
+    from support.git_server import GitHttpServer, http_backend
+
+    if http_backend() is None:
+        pytest.skip("git http-backend is not installed")
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run([GIT, "clone", "-q", "--bare", str(origin["path"]), str(served / "demo.git")], check=True,
+                   env=GIT_ENV)
+    with GitHttpServer(served, user="ci", password="tok-3f9a1c") as server:
+        yield server
+
+
+def _files_mentioning(folder: Path, secret: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_token_in_the_url_is_used_but_never_written_to_the_cache(private_server, origin, settings):
+    url = private_server.url("demo.git", auth=True)
+    source = fetch_project(url, None, settings)
+    assert source.commit == origin["second"]
+    assert "tok-3f9a1c" not in source.git_url
+    commit_file(origin["path"], "NEW.txt", "x", "third")  # a later fetch needs the credentials again
+    subprocess.run([GIT, "-C", str(origin["path"]), "push", "-q", str(private_server.root / "demo.git"), "main"],
+                   check=True, env=GIT_ENV)
+    assert fetch_project(url, "main", settings).commit != origin["second"]
+    assert _files_mentioning(settings.data_dir, "tok-3f9a1c") == []
+    config = (repo_dir(url, settings) / "config").read_text()
+    assert f"url = {private_server.url('demo.git')}" in config
+    # git sent the credentials (the server refuses requests without them), as a header it was given.
+    assert any(a and a.startswith("Basic ") for a in private_server.authorizations)
+
+
+def test_without_the_token_the_private_repository_is_refused(private_server, settings):
+    with pytest.raises(ProjectError) as caught:
+        fetch_project(private_server.url("demo.git"), None, settings)
+    assert caught.value.code == "git-clone-failed"
+
+
+def test_a_new_token_reuses_the_clone_and_an_old_clone_is_cleaned(private_server, settings):
+    url = private_server.url("demo.git", auth=True)
+    fetch_project(url, None, settings)
+    git_dir = repo_dir(url, settings)
+    assert git_dir == repo_dir(private_server.url("demo.git"), settings)  # keyed without the credentials
+    # An older envbuilder left the token in the clone's config: the next use puts the clean URL there.
+    git(git_dir, "config", "remote.origin.url", url)
+    fetch_project(url, None, settings)
+    assert "tok-3f9a1c" not in (git_dir / "config").read_text()
+
+
+def test_the_cache_and_the_data_dir_are_private(origin, settings):
+    fetch_project(origin["url"], None, settings)
+    for folder in (settings.data_dir, settings.git_cache, settings.git_cache / "repos", settings.git_cache / "checkouts"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+
+
+def test_the_data_dir_folders_of_runs_and_build_logs_are_private_too(tmp_path):
+    from envbuilder.run.store import RunStore
+
+    settings = Settings(data_dir=tmp_path / "home")
+    settings.data_dir.mkdir(mode=0o755)
+    settings.logs_dir.mkdir(mode=0o755)  # as an older envbuilder left them
+    store = RunStore.from_settings(settings)
+    store.start_run("p", ["true"])
+    settings.private_dir(settings.logs_dir)
+    for folder in (settings.data_dir, settings.runs_dir, settings.logs_dir):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert settings.runs_db.stat().st_mode & 0o777 == 0o600
+
+
+def test_redaction_applies_to_any_message():
+    from envbuilder.redact import redact_text
+
+    text = "git clone https://ci:tok3n@host/r.git failed; mirror http://u:p@10.0.0.1/simple and ssh://git:pw@h/x"
+    assert redact_text(text) == ("git clone https://***@host/r.git failed; mirror http://***@10.0.0.1/simple "
+                                 "and ssh://git:***@h/x")
+    assert redact_text("git@github.com:org/repo.git and user@example.org") == \
+        "git@github.com:org/repo.git and user@example.org"
+
+
+def test_the_cli_redacts_credentials_in_every_error_line(cli, tmp_path):
+    result = cli("run", "https://ci:tok3n@127.0.0.1:1/nothing.git", "job", "--image", "x", "--json")
+    assert result.exit_code != 0
+    assert "tok3n" not in result.stderr and "tok3n" not in result.stdout

@@ -157,8 +157,7 @@ def test_plot_writes_a_png(cli, store, executor, tmp_path):
     {"lr": [(1, 0.0), (2, 1e-3)]},  # a zero lr: no log scale
     {"accuracy": [(1, 0.5)], "val_accuracy": [(1, 0.4)]},
     {"grad_norm": [(1, 3.0)]},
-    {},
-])
+])  # no series at all is an error, not a picture: tests/test_plot.py
 def test_plot_run_handles_missing_series(tmp_path, series):
     from envbuilder.run.plot import plot_run
 

@@ -3,6 +3,8 @@
 Thin: parse the arguments, call envbuilder.api.run_project, present the
 result. The job's own output goes to stdout as it happens (stderr with --json, so stdout carries only the
 result); build progress and our notes go to stderr. The exit code is the job's.
+A project from a git URL is untrusted: --trust/--allow-mounts grant its jobs what they may not do by default
+(envbuilder.run.trust; docs/security.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,27 @@ class _DashDashCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+def _trust_options(f):
+    for decorator in reversed((
+        click.option("--trust", "trust", multiple=True, metavar="GRANTS",
+                     help="Let a project from a git URL do more: mounts, docker-socket, env or all (comma-separated)."),
+        click.option("--allow-mounts", is_flag=True,
+                     help="Let a project from a git URL mount host paths outside its checkout (--trust mounts)."),
+    )):
+        f = decorator(f)
+    return f
+
+
+def job_or_command(ctx: click.Context, job_and_args: tuple[str, ...]) -> tuple[str | None, list[str], tuple[str, ...]]:
+    """(job name, its extra arguments, or the bare command after `--`) from `JOB [ARGS]... [-- CMD...]`."""
+    after = ctx.meta.get("envbuilder.after_dashdash")
+    if job_and_args:
+        return job_and_args[0], [*job_and_args[1:], *(after or [])], ()
+    if after:
+        return None, [], tuple(after)
+    raise click.UsageError("name a JOB from the project's config, or pass -- CMD ...")
+
+
 def _run_options(f):
     for decorator in reversed((
         click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build)."),
@@ -48,12 +71,15 @@ def _run_options(f):
 @deferred_target_options
 @deferred_network_options
 @_run_options
+@_trust_options
 @click.option("--ref", help="Branch, tag or commit when PATH is a git URL.")
 @click.option("--resume", metavar="CHECKPOINT", help="Resume from CHECKPOINT (through the job's resume-arg).")
 @click.option("--rw", is_flag=True, help="Mount the project read-write (default: read-only).")
+@click.option("--stop-on-nan", is_flag=True,
+              help="Stop the job (SIGTERM, as Ctrl-C does) at its first NaN or infinite loss.")
 @click.pass_context
 def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, network, network_mode, image, mounts,
-        artifacts, env, gpus, as_json, ref, resume, rw) -> None:
+        artifacts, env, gpus, as_json, trust, allow_mounts, ref, resume, rw, stop_on_nan) -> None:
     """Run JOB from PATH's config, or `-- CMD ...`, inside the project's image.
 
     The image is built first when needed (cached when nothing changed). The project is mounted read-only at
@@ -62,20 +88,14 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
     """
     from envbuilder.run.launch import RunRequest
     from envbuilder.run.spec import RunOptions, parse_env_args, parse_mount_arg
+    from envbuilder.run.trust import parse_trust
 
-    after = ctx.meta.get("envbuilder.after_dashdash")
-    job_name, args, command = None, list(job_and_args[1:]), ()
-    if job_and_args:
-        job_name = job_and_args[0]
-        args += after or []
-    elif after:
-        command = tuple(after)
-    else:
-        raise click.UsageError("name a JOB from the project's config, or pass -- CMD ...")
+    job_name, args, command = job_or_command(ctx, job_and_args)
     # Mounts and variables are checked before anything is built.
     options = RunOptions(args=tuple(args), mounts=tuple(parse_mount_arg(m) for m in mounts), artifacts_dir=artifacts,
                          env=parse_env_args(env), gpus=gpus, network=_docker_network(network_mode),
-                         read_only_project=not rw, resume_from=resume)
+                         read_only_project=not rw, resume_from=resume, stop_on_nan=stop_on_nan,
+                         trust=parse_trust(trust, allow_mounts=allow_mounts))
     done = _run_project(ctx, path, RunRequest(job=job_name, command=command), ref=ref, image=image, target=target,
                         network=network, options=options, as_json=as_json)
     result = done.result
@@ -97,19 +117,22 @@ def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, ne
               help="Resume the first job that has a resume-arg (training) from FILE.")
 @click.option("--gpus", metavar="auto|all|none|N", help="GPUs for every job. Default: each job's (auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the jobs' output goes to stderr).")
+@_trust_options
 @click.pass_context
 def pipeline(ctx: click.Context, path: str, target, network, network_mode, image, ref, skip, from_checkpoint, gpus,
-             as_json) -> None:
+             as_json, trust, allow_mounts) -> None:
     """Run PATH's pipeline (e.g. train, then export) in one image, stopping at the first failure.
 
     Exported ONNX models are verified in the same image; a model that fails verification fails its job.
     """
     from envbuilder.run.launch import RunRequest
     from envbuilder.run.spec import RunOptions
+    from envbuilder.run.trust import parse_trust
 
     what = RunRequest(pipeline=True, skip=tuple(skip), from_checkpoint=from_checkpoint)
-    done = _run_project(ctx, path, what, ref=ref, image=image, target=target, network=network,
-                        options=RunOptions(gpus=gpus, network=_docker_network(network_mode)), as_json=as_json,
+    options = RunOptions(gpus=gpus, network=_docker_network(network_mode), trust=parse_trust(trust, allow_mounts=allow_mounts))
+    done = _run_project(ctx, path, what, ref=ref, image=image, target=target, network=network, options=options,
+                        as_json=as_json,
                         on_job=lambda name, image_ref: click.secho(f"── {name} in {image_ref}", bold=True, err=True))
     result = done.result
     if as_json:
@@ -142,7 +165,8 @@ def _run_project(ctx, source, what, *, ref, image, target, network, options, as_
                        err=True)
 
     common = {"ref": ref, "options": options, "image": image, "settings": settings, "on_image": announce,
-              "on_line": _job_output(as_json), "on_job": on_job and (lambda name: on_job(name, chosen[-1]))}
+              "on_line": _job_output(as_json), "on_job": on_job and (lambda name: on_job(name, chosen[-1])),
+              "on_warning": warn}
     from envbuilder.api import run_project
 
     if image:
@@ -155,6 +179,12 @@ def _run_project(ctx, source, what, *, ref, image, target, network, options, as_
 
     flags, request = target()
     return run_project(source, what, flags=flags, request=request, network=network(), on_build_line=progress, **common)
+
+
+def warn(message: str) -> None:
+    from envbuilder.redact import redact_text
+
+    click.echo(redact_text(f"envbuilder: warning: {message}"), err=True)
 
 
 def _docker_network(network_mode: str | None) -> str | None:
@@ -181,8 +211,10 @@ def _exit_with(result, what: str) -> None:
         return
     from envbuilder.errors import JobEnded
 
+    hint = getattr(result, "hint", None)
     raise JobEnded(f"run-{result.status}", f"{what} {result.status}: {result.message or f'exit {code}'}",
-                   f"read the log: {result.log_path}", {"run_id": result.run_id}, job_exit_code=code)
+                   f"{hint}; the log is {result.log_path}" if hint else f"read the log: {result.log_path}",
+                   {"run_id": result.run_id}, job_exit_code=code)
 
 
 def _metrics_text(metrics) -> str:
@@ -199,6 +231,9 @@ def _print_result(result) -> None:
         f"(exit {result.exit_code}) in {result.duration_s:.1f} s: {_metrics_text(result.metrics)}")
     if result.message and result.status != "completed":
         say(f"  {result.message}")
+    for notice in getattr(result, "notices", ()):  # a NaN loss, a metrics channel that could not be read
+        if notice["code"] != "metrics-source":
+            say(f"  {click.style('note', fg='yellow')}: {notice['message']}")
     if result.artifacts_dir:
         say(f"  artifacts: {result.artifacts_dir}")
     for model in result.verified:

@@ -13,12 +13,14 @@ from envbuilder.cli.output import console, emit_json, settings_of
 from envbuilder.errors import DockerError, EnvbuilderError
 
 _FOLLOW_POLL_S = 0.25
+_CLUSTER_POLL_S = 1.0  # each poll of a cluster run asks its scheduler
 
 
 def _store(ctx: click.Context):
     from envbuilder.run.store import RunStore
 
-    return RunStore.from_settings(settings_of(ctx))
+    # A damaged database moved aside, a full disk: said once, on stderr, before the answer.
+    return RunStore.from_settings(settings_of(ctx), on_notice=lambda m: click.echo(f"envbuilder: warning: {m}", err=True))
 
 
 def _reconcile(ctx: click.Context, store) -> None:
@@ -30,7 +32,20 @@ def _reconcile(ctx: click.Context, store) -> None:
     try:
         reconcile_runs(store, settings_of(ctx))
     except DockerError as exc:
-        click.echo(f"envbuilder: note: run states not checked against Docker ({exc.code})", err=True)
+        why = "the disk is full" if exc.code == "disk-full" else exc.code
+        click.echo(f"envbuilder: note: run states not checked against Docker ({why})", err=True)
+
+
+def _sync_cluster(store, run_ids=None) -> None:
+    """Settle runs on clusters from their engines (status, log, metrics); loaded only when there are some."""
+    wanted = list(run_ids) if run_ids is not None else None
+    if wanted is None and not store.active_backend_runs():
+        return
+    if wanted is not None and not any(store.get(i).backend for i in wanted):
+        return
+    from envbuilder.cluster.track import sync_runs
+
+    sync_runs(store, wanted)
 
 
 def _row(record) -> dict[str, Any]:
@@ -45,13 +60,15 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.option("--project", help="Only runs of this project.")
-@click.option("--status", type=click.Choice(["running", "completed", "failed", "stopped"]), help="Only runs in this state.")
+@click.option("--status", type=click.Choice(["queued", "running", "completed", "failed", "stopped"]),
+              help="Only runs in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool, project: str | None, status: str | None, limit: int) -> None:
     """Recorded runs, newest first."""
     store = _store(ctx)
     _reconcile(ctx, store)
+    _sync_cluster(store)
     records = store.list_runs(limit=limit, project=project, status=status)
     if as_json:
         emit_json([_row(record) for record in records])
@@ -81,11 +98,14 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     store = _store(ctx)
     _reconcile(ctx, store)
     record = store.get(run_id)
+    _sync_cluster(store, [record.id])
+    record = store.get(record.id)
     series = store.metric_series(record.id)
     if as_json:
         data = _row(record)
         data["metrics"] = {name: [[step, _json_number(value)] for step, value in points]
                            for name, points in series.items()}
+        data["metrics_axis"] = store.metric_axis(record.id) if series else None  # what the steps count
         emit_json(data)
         return
     fields = [("id", record.id), ("status", record.status), ("project", record.project), ("job", record.job),
@@ -98,9 +118,12 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     for label, value in fields:
         if value is not None:
             click.echo(f"{label:>10}: {value}")
+    for notice in record.notices:  # a NaN loss, a metrics channel that could not be read
+        click.echo(f"{'notice':>10}: {notice.get('message')} [{notice.get('code')}]")
+    axis = store.metric_axis(record.id) if series else "step"
     for name, points in sorted(series.items()):
         step, value = points[-1]
-        click.echo(f"{name:>10}: {value:.6g} (step {step}, {len(points)} points)")
+        click.echo(f"{name:>10}: {value:.6g} ({axis} {step}, {len(points)} points)")
 
 
 @runs.command("logs")
@@ -113,16 +136,18 @@ def logs(ctx: click.Context, run_id: str, follow: bool, tail: int | None) -> Non
     store = _store(ctx)
     record = store.get(run_id)
     path = Path(record.log_path)
-    if not path.exists() and not (follow and record.running):
+    if not path.exists() and not (follow and record.active):
         raise EnvbuilderError("log-missing", f"the log of {record.id} is gone ({path})",
                               "logs live under the data dir's runs/ folder; was it cleaned?")
     offset = _print_start(path, tail)
     while follow:
         offset = _print_from(path, offset)
-        if not store.get(record.id).running:
+        if record.backend:  # a cluster run: its engine says when it has ended
+            _sync_cluster(store, [record.id])
+        if not store.get(record.id).active:
             _print_from(path, offset)
             break
-        time.sleep(_FOLLOW_POLL_S)
+        time.sleep(_FOLLOW_POLL_S if not record.backend else _CLUSTER_POLL_S)
 
 
 def _print_start(path: Path, tail: int | None) -> int:
@@ -164,6 +189,11 @@ def stop(ctx: click.Context, run_id: str, grace_s: float) -> None:
     """Stop a running run: SIGTERM, then kill after the grace period."""
     store = _store(ctx)
     record = store.get(run_id)
+    if record.backend and record.active:
+        from envbuilder.cluster.track import stop_run as stop_cluster_run
+
+        click.echo(f"{record.id}: {stop_cluster_run(store, record.id, grace_s).status}")
+        return
     if not record.running:
         click.echo(f"{record.id} is not running ({record.status})")
         return
@@ -187,12 +217,12 @@ def plot(ctx: click.Context, run_id: str, output: Path | None) -> None:
 
     store = _store(ctx)
     record = store.get(run_id)
+    _sync_cluster(store, [record.id])
     series = store.metric_series(record.id)
-    if not series:
-        click.echo(f"envbuilder: note: {record.id} recorded no metrics", err=True)
     out = output or Path(record.log_path).parent / "metrics.png"
     title = f"{record.id} · {record.job or ' '.join(record.command)[:60]} ({record.status})"
-    click.echo(str(plot_run(series, out, title)))
+    axis = store.metric_axis(record.id) if series else "step"
+    click.echo(str(plot_run(series, out, title, axis=axis, subject=f"run {record.id}")))
 
 
 @click.command("schema")

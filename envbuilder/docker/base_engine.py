@@ -6,7 +6,6 @@ shm size, image reference). Must not import the docker SDK, requests, urllib3 or
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -92,9 +91,17 @@ class EngineBase(ABC):
         """
         attached = self._attached.pop(container_id, None)
         if attached is not None:
-            for line in split_lines(demuxed(attached)):
-                on_line(line)
+            try:
+                for line in split_lines(demuxed(attached)):
+                    on_line(line)
+            except BaseException:
+                # Close it now, not when the traceback lets go: an attach stream nobody reads blocks the
+                # container's writes, and so its exit and any `docker stop` of it (a full disk, Ctrl-C).
+                attached.close()
+                raise
             return self.wait(container_id)
+        import hashlib  # only this fallback needs it: loading OpenSSL's hashes costs `run --image` ~3 ms
+
         seen = hashlib.sha256()
         count = 0
 

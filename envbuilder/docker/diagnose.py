@@ -13,6 +13,10 @@ from envbuilder.errors import DockerError
 _DOCKER_DIAGNOSES: tuple[tuple[str, str, str], ...] = (
     (r"Cannot connect to the Docker daemon|docker\.sock.*(no such file|connection refused)|Error while fetching server API version",
      "docker-not-running", "start the engine with `scripts/engine.sh` (or `sudo systemctl start docker`)"),
+    # The engine died mid-build: the docker CLI's session ends with a bare "unexpected EOF" line (BuildKit
+    # steps print their own errors behind a "#N" prefix), buildx's with gRPC's Unavailable.
+    (r"(?m)^\s*unexpected EOF\s*$|rpc error: code = Unavailable|error reading from server: EOF",
+     "docker-not-running", "the Docker engine stopped during the build: start it again, then rerun the build"),
     (r"permission denied.*docker\.sock",
      "docker-permission", "add your user to the docker group or run with sudo"),
     (r"could not select device driver .*gpu|nvidia-container-cli|unknown or invalid runtime name: nvidia",

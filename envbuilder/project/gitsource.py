@@ -6,11 +6,16 @@ Layout under Settings.git_cache:
 
 A URL and a ref are user input that ends up on git's command line, so both are checked before anything runs
 (`ext::` and `fd::` transports run commands; a leading `-` becomes an option). Git itself runs with
-`protocol.allow=never` plus an allowlist, no terminal prompt and a timeout. Must not import docker.
+`protocol.allow=never` plus an allowlist, no terminal prompt and a timeout.
+A token or password in an http(s) URL never reaches the cache: git is given the URL without it, and the
+credentials as an Authorization header scoped to that host, through its environment (GIT_CONFIG_COUNT, not
+`-c`, which other users can read in the process list). The cache is keyed by the URL without credentials, so a
+new token reuses the clone. Must not import docker.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -20,11 +25,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from envbuilder.redact import redact_url
+from envbuilder.redact import redact_url, split_credentials
 from envbuilder.errors import ProjectError
 from envbuilder.proc import CommandResult, run_command
 from envbuilder.project.inspect import inspect_project
 from envbuilder.project.spec import ProjectSource, ProjectSpec
+from envbuilder.settings import private_dir
 from envbuilder.values import Value
 
 _SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -115,14 +121,14 @@ def redact(url: str) -> str:
 
 
 def repo_dir(url: str, settings) -> Path:
-    """Where the bare clone of `url` lives in the cache."""
+    """Where the bare clone of `url` lives in the cache (the same for any credentials in the URL)."""
     return settings.git_cache / "repos" / f"{_url_key(url)}.git"
 
 
 def list_refs(url: str, settings, *, update: bool = True) -> GitRefs:
     """Branches and tags of the repository at url (cloned or fetched into the cache first)."""
-    url = _canonical(check_git_url(url))
-    return _refs(_ensure_repo(url, settings, update=update))
+    remote = _Remote.of(_canonical(check_git_url(url)))
+    return _refs(_ensure_repo(remote, settings, update=update))
 
 
 def fetch_project(url: str, ref: str | None, settings, *, update: bool = True) -> ProjectSource:
@@ -132,16 +138,17 @@ def fetch_project(url: str, ref: str | None, settings, *, update: bool = True) -
     With update=False an existing clone is used as it is (offline); a full commit hash already present
     never needs a fetch.
     """
-    url = _canonical(check_git_url(url))
+    remote = _Remote.of(_canonical(check_git_url(url)))
+    url = remote.url
     if ref is not None:
         check_git_ref(ref)
     git_dir = repo_dir(url, settings)
     have_commit = ref is not None and _FULL_COMMIT.match(ref) and git_dir.exists() and _resolve(git_dir, ref)
-    git_dir = _ensure_repo(url, settings, update=update and not have_commit)
+    git_dir = _ensure_repo(remote, settings, update=update and not have_commit)
     commit = _resolve(git_dir, ref or "HEAD")
     if commit is None and ref is not None and re.match(r"^[0-9a-f]{7,64}$", ref):
         # A commit no branch or tag reaches (a pull request head): servers often serve it by hash.
-        _git(["fetch", "--quiet", "origin", ref], git_dir=git_dir, timeout=CLONE_TIMEOUT)
+        _git(["fetch", "--quiet", "origin", ref], git_dir=git_dir, timeout=CLONE_TIMEOUT, remote=remote)
         commit = _resolve(git_dir, ref)
     if commit is None:
         refs = _refs(git_dir)
@@ -150,7 +157,8 @@ def fetch_project(url: str, ref: str | None, settings, *, update: bool = True) -
         raise ProjectError("unknown-git-ref", f"{redact(url)} has no branch, tag or commit {ref or 'HEAD'!r}",
                            f"available refs: {shown}" if known else "the repository has no branches or tags",
                            context={"url": redact(url), "ref": ref, "available": known[:50]})
-    checkout = _export(git_dir, commit, settings.git_cache / "checkouts" / _url_key(url)[:16] / commit)
+    checkout = _export(git_dir, commit, settings.git_cache / "checkouts" / _url_key(url)[:16] / commit,
+                       root=settings.data_dir)
     # The record (and so plans, image labels, run records) never keeps a token from the URL.
     return ProjectSource(path=str(checkout), git_url=redact(url), ref=ref, commit=commit)
 
@@ -178,10 +186,31 @@ def _canonical(url: str) -> str:
 
 
 def _url_key(url: str) -> str:
-    return hashlib.sha256(url.encode()).hexdigest()
+    return hashlib.sha256(split_credentials(url)[0].encode()).hexdigest()
 
 
-def _git(args: list[str], *, git_dir: Path | None = None, timeout: float = GIT_TIMEOUT, cwd: Path | None = None) -> CommandResult:
+class _Remote:
+    """A repository URL split into what git and the cache may see (url) and the credentials (env only)."""
+
+    def __init__(self, url: str, env: dict[str, str]) -> None:
+        self.url, self.env = url, env
+
+    @classmethod
+    def of(cls, url: str) -> "_Remote":
+        clean, user, password = split_credentials(url)
+        if user is None and password is None:
+            return cls(url, {})
+        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+        parts = urlsplit(clean)
+        # Scoped to scheme://host[:port]/: a redirect to another host never gets the header.
+        scope = f"{parts.scheme}://{parts.netloc}/"
+        first = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)  # the caller's own entries come first
+        return cls(clean, {"GIT_CONFIG_COUNT": str(first + 1), f"GIT_CONFIG_KEY_{first}": f"http.{scope}.extraHeader",
+                           f"GIT_CONFIG_VALUE_{first}": f"Authorization: Basic {token}"})
+
+
+def _git(args: list[str], *, git_dir: Path | None = None, timeout: float = GIT_TIMEOUT, cwd: Path | None = None,
+         remote: _Remote | None = None) -> CommandResult:
     argv = ["git"]
     for item in _GIT_CONFIG:
         argv += ["-c", item]
@@ -190,6 +219,8 @@ def _git(args: list[str], *, git_dir: Path | None = None, timeout: float = GIT_T
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never"}
     if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
         env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"  # ssh must fail, not ask for a password or a host key
+    if remote is not None:
+        env.update(remote.env)
     result = run_command([*argv, *args], timeout=timeout, env=env, cwd=cwd)
     if result.missing:
         raise ProjectError("git-missing", "git is not installed or not on PATH", "install git to read projects from git URLs")
@@ -199,22 +230,26 @@ def _git(args: list[str], *, git_dir: Path | None = None, timeout: float = GIT_T
     return result
 
 
-def _ensure_repo(url: str, settings, *, update: bool) -> Path:
+def _ensure_repo(remote: _Remote, settings, *, update: bool) -> Path:
+    url = remote.url
     git_dir = repo_dir(url, settings)
     if git_dir.exists():
+        _forget_credentials(git_dir, url)
         if update:
             result = _git(["fetch", "--quiet", "--prune", "origin",
-                           "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], git_dir=git_dir, timeout=CLONE_TIMEOUT)
+                           "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], git_dir=git_dir,
+                          timeout=CLONE_TIMEOUT, remote=remote)
             if not result.ok:
                 raise ProjectError("git-fetch-failed", f"git fetch {redact(url)} failed: {_last_line(result)}",
                                    "check the URL and your access; pass a full commit hash to use the cache as it is",
                                    context={"url": redact(url), "output": result.tail(10)})
         return git_dir
-    git_dir.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(git_dir.parent, root=settings.data_dir)
     # Clone beside the final name and rename: a concurrent run sees either nothing or a complete clone.
     tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=git_dir.parent))
     try:
-        result = _git(["clone", "--bare", "--quiet", "--", url, str(tmp / "repo.git")], timeout=CLONE_TIMEOUT)
+        result = _git(["clone", "--bare", "--quiet", "--", url, str(tmp / "repo.git")], timeout=CLONE_TIMEOUT,
+                      remote=remote)
         if not result.ok:
             raise ProjectError("git-clone-failed", f"git clone {redact(url)} failed: {_last_line(result)}",
                                "check the URL and that you can read the repository (ssh keys, tokens)",
@@ -227,6 +262,17 @@ def _ensure_repo(url: str, settings, *, update: bool) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return git_dir
+
+
+def _forget_credentials(git_dir: Path, url: str) -> None:
+    """A clone made by an envbuilder that kept the token in `remote.origin.url`: put the clean URL there."""
+    config = git_dir / "config"
+    try:
+        text = config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if "@" in text and re.search(r"url\s*=\s*[A-Za-z][A-Za-z0-9+.-]*://[^/\s@]+:?[^/\s@]*@", text):
+        _git(["config", "remote.origin.url", url], git_dir=git_dir)
 
 
 def _resolve(git_dir: Path, ref: str) -> str | None:
@@ -249,11 +295,11 @@ def _refs(git_dir: Path) -> GitRefs:
     )
 
 
-def _export(git_dir: Path, commit: str, dest: Path) -> Path:
+def _export(git_dir: Path, commit: str, dest: Path, *, root: Path) -> Path:
     """The tree at commit, unpacked into dest (once; later calls reuse it)."""
     if dest.is_dir():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(dest.parent, root=root)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
     try:
         archive = tmp / "tree.tar"

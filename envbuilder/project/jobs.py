@@ -266,6 +266,86 @@ class Export(ConfigValue):
         return self
 
 
+# Slurm's --time forms: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (sbatch(1), "-t, --time").
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_UNIT_TIME = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration_s(value: Any) -> int:
+    """A time limit in seconds: an int (seconds, like `timeout`), `2h`, `1h30m`, `90m`, `1d`, or Slurm's
+    `HH:MM:SS` / `D-HH:MM:SS` forms. Raises ValueError with a message for the user."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    seconds = 0
+    unit = _UNIT_TIME.match(text)
+    if text and unit and any(unit.groups()):
+        days, hours, minutes, secs = (int(g or 0) for g in unit.groups())
+        seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    elif text.isdigit():
+        seconds = int(text)
+    elif ":" in text or "-" in text:
+        match = _SLURM_TIME.match(text)
+        if match:
+            days, first, second, third = match.groups()
+            parts = [int(first), int(second or 0), int(third or 0)]
+            if days is not None:  # D-HH[:MM[:SS]]
+                seconds = int(days) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+            elif third is not None:  # HH:MM:SS
+                seconds = parts[0] * 3600 + parts[1] * 60 + parts[2]
+            else:  # MM:SS
+                seconds = parts[0] * 60 + parts[1]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a time limit: write seconds, or e.g. '2h', '1h30m', '90m', '1d', "
+                         "'02:00:00' or '1-00:00:00'")
+    return seconds
+
+
+def _gpu_count(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+class JobResources(ConfigValue):
+    """What the job asks of a cluster's scheduler (`envbuilder submit`); local runs use gpus and shm-size."""
+
+    gpus: int | None = Field(None, ge=0, description="GPUs per job (0: none). Default: 1 when gpu-type is "
+                             "given, else none.")
+    gpu_type: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$",
+                                 description="GPU model, e.g. H100 or A100: matched against compatibility.json's "
+                                             "gpus table, and refused when the image has no kernels for it.")
+    cpus: int | None = Field(None, ge=1, description="CPU cores for the job.")
+    memory: DockerSize | None = Field(None, description="Memory for the job (Docker size, e.g. 32g).")
+    time: int | None = Field(None, description="Time limit: seconds, or '2h', '90m', '1d', '02:00:00'. "
+                             "Default: the job's timeout.", json_schema_extra={"anyOf": [
+                                 {"type": "integer", "minimum": 1}, {"type": "string"}, {"type": "null"}]})
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        return _gpu_count(value)
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return None if value is None else parse_duration_s(value)
+
+
+ClusterEngine = Literal["slurm", "kubernetes", "skypilot"]
+
+
+class ClusterDefaults(ConfigValue):
+    """Where `envbuilder submit` sends the job when the command line does not say: a profile and its overrides."""
+
+    profile: str | None = Field(None, min_length=1, description="A named profile from the user config "
+                                "([clusters.NAME] in ~/.config/envbuilder/config.toml).")
+    to: ClusterEngine | None = Field(None, description="The engine: slurm, kubernetes or skypilot.")
+    partition: str | None = Field(None, min_length=1, description="Slurm partition.")
+    account: str | None = Field(None, min_length=1, description="Slurm account.")
+    namespace: str | None = Field(None, min_length=1, description="Kubernetes namespace.")
+
+
 class Job(ConfigValue):
     """A command run in the project's image: training, evaluation, export."""
 
@@ -288,6 +368,10 @@ class Job(ConfigValue):
     needs: tuple[str, ...] = Field((), description="Jobs that must run before this one.")
     timeout: float | None = Field(None, gt=0, description="Stop the job after this many seconds.")
     exports: tuple[Export, ...] = Field((), description="ONNX files the job writes, to verify after it.")
+    resources: JobResources = Field(default_factory=JobResources, description="What the job asks of a "
+                                    "cluster (envbuilder submit): gpus, gpu-type, cpus, memory, time.")
+    cluster: ClusterDefaults = Field(default_factory=ClusterDefaults, description="Defaults for "
+                                     "`envbuilder submit`: profile, engine, partition, account, namespace.")
 
     @field_validator("resume_arg")
     @classmethod

@@ -5,25 +5,37 @@ its container starts, so a crash at any point leaves a record that reconcile_run
 (raised as KeyboardInterrupt by the CLI) gives the job its grace period, records `stopped` and re-raises.
 Containers are removed once their run is recorded: nothing is left behind. What runs, and how, is decided
 before this module is reached (envbuilder.run.spec): nothing here chooses a mount, a variable or a GPU.
+
+Faults while watching: a full disk under the run's log or the store stops the container, records `failed`
+(when the record can still be written) and raises `disk-full`; an engine that stops answering leaves the run
+`running` with a note (RunStore.note_watch) and raises `docker-not-running`, so that reconcile_runs, once the
+engine is back, records the container's real exit, appends the lines nobody saw and removes the container.
 Must not import the CLI, pydantic or the docker SDK (the engine is passed in).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from envbuilder.errors import EnvbuilderError
+from envbuilder.errors import DockerError, EnvbuilderError
 from envbuilder.imagelayout import LABEL_RUN_ID
+from envbuilder.run.faults import describe, disk_full_error, is_disk_full
 from envbuilder.run.spec import DEFAULT_GRACE_S, RunSpec
 
-METRICS_FLUSH_S = 1.0
-METRICS_FLUSH_POINTS = 200
+if TYPE_CHECKING:
+    from envbuilder.run.metric_channels import MetricRecorder
+
+HINT_LINES = 40  # the last lines of output kept for run.hints (a traceback's end)
+LOST_ENGINE = "envbuilder lost contact with the Docker engine while watching"
 EXIT_VERIFY_FAILED = 1
 # A container killed by SIGKILL (docker kill, OOM) exits 137; by SIGTERM, 143.
 _SIGNAL_EXITS = {137: "killed (SIGKILL: docker kill, or out of memory)", 143: "terminated (SIGTERM)"}
@@ -41,6 +53,8 @@ class RunResult:
     verified: tuple[Any, ...] = ()  # run.onnx.VerifiedModel, one per declared export
     duration_s: float = 0.0
     job: str | None = None
+    hint: str | None = None  # what to do about a failed job, read from its output (run.hints)
+    notices: tuple[Mapping[str, str], ...] = ()  # {"code", "message"}: a NaN loss, a metrics channel unread...
 
     @property
     def ok(self) -> bool:
@@ -49,9 +63,12 @@ class RunResult:
     def to_json(self) -> dict:
         return {
             "run_id": self.run_id, "job": self.job, "status": self.status, "exit_code": self.exit_code,
-            "metrics": dict(self.metrics), "artifacts_dir": str(self.artifacts_dir) if self.artifacts_dir else None,
+            # JSON has no NaN or infinity: a diverged loss is said as a string rather than as invalid JSON
+            "metrics": {k: v if math.isfinite(v) else str(v) for k, v in self.metrics.items()},
+            "artifacts_dir": str(self.artifacts_dir) if self.artifacts_dir else None,
             "log_path": str(self.log_path), "message": self.message, "duration_s": round(self.duration_s, 3),
-            "verified": [v.to_json() for v in self.verified],
+            "verified": [v.to_json() for v in self.verified], "hint": self.hint,
+            "notices": [dict(n) for n in self.notices],
         }
 
 
@@ -79,35 +96,6 @@ def exit_message(exit_code: int | None) -> str | None:
     return f"exited with {exit_code}" + (f": {_SIGNAL_EXITS[exit_code]}" if exit_code in _SIGNAL_EXITS else "")
 
 
-class _MetricSink:
-    """Feeds log lines to a MetricTracker and writes its points to the store in batches (not per line)."""
-
-    def __init__(self, store: Any, run_id: str, extra_patterns: tuple[Any, ...]) -> None:
-        from envbuilder.run.metrics import MetricTracker
-
-        self._tracker = MetricTracker(extra_patterns=extra_patterns)
-        self._store, self._run_id = store, run_id
-        self._pending: list[Any] = []
-        self._last_flush = time.monotonic()
-        self.last: dict[str, float] = {}
-
-    def feed(self, line: str) -> None:
-        points = self._tracker.feed(line)
-        if not points:
-            return
-        self._pending.extend(points)
-        for point in points:
-            self.last[point.name] = point.value
-        if len(self._pending) >= METRICS_FLUSH_POINTS or time.monotonic() - self._last_flush >= METRICS_FLUSH_S:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            self._store.add_metrics(self._run_id, self._pending)
-            self._pending = []
-        self._last_flush = time.monotonic()
-
-
 # --- running ----------------------------------------------------------------------------------------
 
 
@@ -122,9 +110,18 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
     record = store.start_run(spec.project_name, spec.argv, job=spec.job, image=spec.image, plan=spec.plan,
                              artifacts_dir=spec.artifacts_dir, args=spec.record_args())
     run_id, log_path, started = record.id, Path(record.log_path), time.monotonic()
-    sink = _MetricSink(store, run_id, spec.metric_patterns)
+    # the metrics' parsers are imported when a job runs, not with this module
+    from envbuilder.run.metric_channels import MetricRecorder
+
+    sink = MetricRecorder(store, run_id, extra_patterns=spec.metric_patterns, artifacts_dir=spec.artifacts_dir,
+                          since=time.time())
     container = _start_container(spec, run_id, docker, store)
-    exit_code, timed_out = _follow(spec, run_id, container, log_path, sink, docker, store, on_line)
+    sink.start()  # polls the metrics file; only once there is a job to write it
+    if spec.stop_on_nan:
+        sink.on_nonfinite = lambda why: _stop_in_background(store, run_id, docker, container, spec.grace_s)
+    last_lines: deque[str] = deque(maxlen=HINT_LINES)
+    exit_code, timed_out = _follow(spec, run_id, container, log_path, sink, docker, store,
+                                   _keeping(last_lines, on_line))
     # The job has ended: whatever happens from here on (cleanup, verification, Ctrl-C), the run is recorded.
     verified: tuple = ()
     try:
@@ -134,7 +131,8 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
         if timed_out:
             status, message = "failed", f"ran past its timeout of {spec.timeout_s:g} s and was stopped"
         elif stop_requested:
-            message = "stopped on request" + (f" ({message})" if message else "")
+            why = f"stopped by --stop-on-nan: {sink.nonfinite}" if spec.stop_on_nan and sink.nonfinite else None
+            message = (why or "stopped on request") + (f" ({message})" if message else "")
         if status == "completed" and spec.exports and spec.artifacts_dir is not None:
             verified, failure = _verify(spec, docker, log_path, on_line)
             if failure:
@@ -144,11 +142,25 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
         _quietly(lambda: docker.remove_container(container))
         raise
     except BaseException as exc:
-        store.finish_run(run_id, "failed", exit_code, f"envbuilder failed after the job ended: {exc}")
+        store.finish_run(run_id, "failed", exit_code, f"envbuilder failed after the job ended: {describe(exc)}")
         raise
     store.finish_run(run_id, status, exit_code, message)
+    hint = None
+    if status == "failed":
+        from envbuilder.run.hints import job_hint
+
+        hint = job_hint(last_lines)
     return RunResult(run_id, status, exit_code, dict(sink.last), spec.artifacts_dir, log_path, message, verified,
-                     time.monotonic() - started, spec.job)
+                     time.monotonic() - started, spec.job, hint, tuple(sink.notices))
+
+
+def _keeping(lines: deque[str], on_line: Callable[[str], None] | None) -> Callable[[str], None]:
+    def keep(line: str) -> None:
+        lines.append(line)
+        if on_line:
+            on_line(line)
+
+    return keep
 
 
 def _make_artifacts_dir(artifacts_dir: Path | None) -> None:
@@ -174,11 +186,16 @@ def _start_container(spec: RunSpec, run_id: str, docker: Any, store: Any) -> str
         store.finish_run(run_id, "failed", None, "interrupted while starting the container")
         _remove_labelled(docker, run_id)
         raise
-    store.set_container(run_id, container)
+    try:
+        store.set_container(run_id, container)
+    except BaseException:  # unrecorded, nobody could ever settle or remove it: it must not outlive this call
+        _quietly(lambda: docker.remove_container(container))
+        _quietly(lambda: store.finish_run(run_id, "failed", None, "its container could not be recorded"))
+        raise
     return container
 
 
-def _follow(spec: RunSpec, run_id: str, container: str, log_path: Path, sink: _MetricSink, docker: Any, store: Any,
+def _follow(spec: RunSpec, run_id: str, container: str, log_path: Path, sink: MetricRecorder, docker: Any, store: Any,
             on_line: Callable[[str], None] | None) -> tuple[int, bool]:
     """(the job's exit code, whether it ran past its timeout), with its output in the log, metrics and on_line."""
     timed_out = threading.Event()
@@ -201,25 +218,73 @@ def _follow(spec: RunSpec, run_id: str, container: str, log_path: Path, sink: _M
                     on_line(line)
 
             exit_code = docker.follow_to_exit(container, handle)
-            sink.flush()
+            sink.finish()
     except KeyboardInterrupt:
         # Ctrl-C: give the job its grace period to checkpoint, record why it ended, leave nothing behind.
-        _quietly(lambda: docker.stop(container, spec.grace_s))
-        _quietly(sink.flush)
+        # The note comes first: if this cleanup is cut short, the record still says envbuilder was watching.
+        _quietly(lambda: store.note_watch(run_id, "envbuilder was interrupted (Ctrl-C) while watching"))
+        _stop_insisting(docker, container, spec.grace_s)
+        _quietly(sink.finish)
         _quietly(lambda: _append_unseen(store, docker, run_id, container, log_path))  # what it said while stopping
         state = _quietly(lambda: docker.container_state(container)) or {}
-        store.finish_run(run_id, "stopped", state.get("ExitCode"), "interrupted (Ctrl-C)")
-        _quietly(lambda: docker.remove_container(container))
+        if _quietly(lambda: store.finish_run(run_id, "stopped", state.get("ExitCode"), "interrupted (Ctrl-C)") or True):
+            _quietly(lambda: docker.remove_container(container))
         raise
     except BaseException as exc:
-        _quietly(lambda: docker.stop(container, spec.grace_s))
-        store.finish_run(run_id, "failed", None, f"envbuilder failed while watching the run: {exc!r}")
-        _quietly(lambda: docker.remove_container(container))
+        _watch_failed(exc, spec, run_id, container, log_path, docker, store)
         raise
     finally:
+        sink.close()
         if timer:
             timer.cancel()
     return exit_code, timed_out.is_set()
+
+
+def _stop_in_background(store: Any, run_id: str, docker: Any, container: str, grace_s: float) -> None:
+    """--stop-on-nan: stop the job as `runs stop` does (SIGTERM, grace, SIGKILL), off the thread reading its output."""
+    _quietly(lambda: store.request_stop(run_id))
+    threading.Thread(target=lambda: _quietly(lambda: docker.stop(container, grace_s)), daemon=True).start()
+
+
+def _stop_insisting(docker: Any, container: str, grace_s: float) -> None:
+    """docker stop with the grace period; a second Ctrl-C during it kills the job at once."""
+    try:
+        _quietly(lambda: docker.stop(container, grace_s))
+    except KeyboardInterrupt:
+        _quietly(lambda: docker.kill(container))
+
+
+def _watch_failed(exc: BaseException, spec: RunSpec, run_id: str, container: str, log_path: Path, docker: Any,
+                  store: Any) -> None:
+    """Record why watching the run failed, and raise the error the user should see (else the caller re-raises).
+
+    The engine gone: the run stays `running` with a note, and its container is left for reconcile_runs (the
+    real exit, the rest of the log) once the engine is back. A full disk: the job is stopped (it would print
+    into nothing) and recorded `failed` when the store can still write; if it cannot, the container is kept so
+    that a later reconcile records its exit. Anything else: `failed`, with what went wrong in words."""
+    if isinstance(exc, DockerError) and exc.code == "docker-not-running":
+        _quietly(lambda: store.note_watch(run_id, LOST_ENGINE))
+        raise DockerError("docker-not-running", f"the Docker engine stopped answering while run {run_id} was running",
+                          "start the engine again; `envbuilder runs list` then records how the job ended and "
+                          "appends the rest of its log", {"run_id": run_id}) from None
+    full = is_disk_full(exc, log_path)
+    if full:  # the store's reserve makes room for the record; the note first, should the rest fail
+        _quietly(store.release_reserve)
+        _quietly(lambda: store.note_watch(run_id, "the disk filled up while envbuilder was watching"))
+    _quietly(lambda: docker.stop(container, spec.grace_s))
+    state = _quietly(lambda: docker.container_state(container)) or {}
+    reason = ("the disk holding its log or the run database is full: envbuilder stopped the job" if full
+              else f"envbuilder failed while watching the run: {describe(exc)}")
+    recorded = _quietly(lambda: store.finish_run(run_id, "failed", state.get("ExitCode"), reason) or True)
+    if recorded:
+        _quietly(lambda: docker.remove_container(container))
+    if full:
+        where = getattr(exc, "filename", None) or (exc.context.get("path") if isinstance(exc, EnvbuilderError) else None)
+        error = disk_full_error(where or log_path, f"recording run {run_id}; the job was stopped")
+        if not recorded:
+            error.hint = (f"{error.hint}; the end of the run could not be recorded: once there is space, "
+                          "`envbuilder runs list` records it")
+        raise error from None
 
 
 def _verify(spec: RunSpec, docker: Any, log_path: Path, on_line: Callable[[str], None] | None) -> tuple[tuple, str | None]:
@@ -274,13 +339,16 @@ def stop_run(store: Any, run_id: str, grace_s: float = DEFAULT_GRACE_S, settings
     if container:
         docker = docker or _docker_for(settings)
         docker.stop(container, grace_s)
-        # The runner removes the container after recording; give it a moment before recording ourselves.
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            current = store.get(run_id)
-            if current.status != "running":
-                return current
-            time.sleep(0.1)
+        if runner_alive(record):
+            # The runner removes the container after recording; give it a moment before recording ourselves.
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                current = store.get(run_id)
+                if current.status != "running":
+                    return current
+                time.sleep(0.1)
+        # Nobody is watching (the runner was killed): what the job printed since is only in the container.
+        _quietly(lambda: _append_unseen(store, docker, run_id, container, Path(record.log_path)))
         state = docker.container_state(container) or {}
         store.finish_run(run_id, "stopped", state.get("ExitCode"), "stopped on request")
         docker.remove_container(container)
@@ -312,25 +380,38 @@ def reconcile_runs(store: Any, settings: Any = None, docker: Any = None) -> list
 def _append_unseen(store: Any, docker: Any, run_id: str, container_id: str, log_path: Path | None) -> None:
     """Append what the container wrote that no runner saw (after a crash, or during a stop's grace period)
     to the run's log, and record its metrics."""
-    from envbuilder.run.metrics import MetricTracker
-
     if log_path is None:
         return
     seen = log_path.read_text(encoding="utf-8", errors="replace").splitlines() if log_path.exists() else []
     output = docker.log_lines(container_id)
-    if output[: len(seen)] != seen:
-        return  # the log is not a prefix of the output (edited, or lines lost): leave it as it is
-    missing = output[len(seen):]
-    if not missing:
+    kept = len(seen)
+    if output[:kept] != seen:
+        # The stream broke inside the last line the runner saw (the engine died): that line is taken whole.
+        if not (seen and output[: kept - 1] == seen[:-1] and len(output) >= kept and output[kept - 1].startswith(seen[-1])):
+            return  # the log is not a prefix of the output (edited, or lines lost): leave it as it is
+        kept -= 1
+    fresh = output[kept:]
+    if not fresh:
         return
-    tracker = MetricTracker()
-    for line in seen:  # the step counter continues where the runner left off
-        tracker.feed(line)
-    points = [p for line in missing for p in tracker.feed(line)]
-    with log_path.open("a", encoding="utf-8") as log:
-        log.writelines(line + "\n" for line in missing)
+    from envbuilder.run.metric_channels import lines_to_points
+
+    points = lines_to_points(seen[:kept], fresh)  # the step counter continues where the runner left off
+    if kept < len(seen):
+        tmp = log_path.with_name(log_path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in output), encoding="utf-8")
+        os.replace(tmp, log_path)
+    else:
+        with log_path.open("a", encoding="utf-8") as log:
+            log.writelines(line + "\n" for line in fresh)
     if points:
         store.add_metrics(run_id, points)
+
+
+def runner_alive(record: Any) -> bool:
+    """Whether the process that started the run still runs on this host (it records the run's end itself)."""
+    from envbuilder.run.store import process_alive
+
+    return record.owner_host == socket.gethostname() and record.owner_pid is not None and process_alive(record.owner_pid)
 
 
 def _docker_for(settings: Any) -> Any:

@@ -1,7 +1,8 @@
 """Running a project: from a project folder (or git URL) and an image to a finished run or pipeline.
 
 Owns run_project, the steps `envbuilder run` and `envbuilder pipeline` take after parsing their arguments:
-find the project folder, check the job exists (before any build), get the image, then run the job, the bare
+find the project folder, check the job exists and asks for nothing the user has not granted (a project from a
+git URL is untrusted: envbuilder.run.trust), all before any build; get the image, then run the job, the bare
 command or the pipeline. envbuilder.api.run_project is this function with the build step filled in
 (api.build_project); `run --image` calls this module directly because envbuilder.api imports the resolver's
 models (~0.15 s, more than the whole run path may cost).
@@ -73,12 +74,15 @@ def run_project(
     on_image: Callable[[ProjectImage], None] | None = None,
     on_line: Callable[[str], None] | None = None,
     on_job: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
     has_nvidia: Callable[[], bool] = host_has_nvidia,
 ) -> ProjectRun:
     """Run `what` from the project at `source` in `image` (used as it is), or in the image `build` makes.
 
     on_image is told the image before anything runs; on_job, each pipeline job as it starts; on_line gets
-    the jobs' output. Raises EnvbuilderError before anything runs when the project, job or image is wrong.
+    the jobs' output; on_warning, what the user should know (a local job that mounts the Docker socket, a
+    damaged run store moved aside). Raises EnvbuilderError before anything runs when the project, job or image
+    is wrong, or when a remote project's jobs ask for what options.trust does not grant (untrusted-config).
     """
     if image is None and build is None:
         raise UsageError("usage", "no image to run in", "pass an image, or use envbuilder.api.run_project to build one")
@@ -93,6 +97,7 @@ def run_project(
         elif not config.jobs:
             raise UsageError("usage", f"{source} declares no jobs",
                              "add [tool.envbuilder.jobs.NAME] with a command to its config")
+        _check_trust(source, project_dir, config, what, options, on_warning)
     if docker is None:
         from envbuilder.docker.engine import Docker
 
@@ -102,7 +107,7 @@ def run_project(
         on_image(chosen)
     from envbuilder.run.store import RunStore
 
-    store = RunStore.from_settings(settings)
+    store = RunStore.from_settings(settings, on_notice=on_warning)
     if what.pipeline:
         from envbuilder.run.pipeline import run_pipeline
 
@@ -115,6 +120,20 @@ def run_project(
                         plan=chosen.plan, project_name=chosen.project_name, has_nvidia=has_nvidia)
         result = execute_run(spec, docker=docker, store=store, on_line=on_line)
     return ProjectRun(chosen, result)
+
+
+def _check_trust(source: str, project_dir: Path, config: Any, what: RunRequest, options: RunOptions | None,
+                 on_warning: Callable[[str], None] | None) -> None:
+    """Refuse what a remote project's jobs may not do without a grant; warn about a local job's risky mounts."""
+    from envbuilder.project.gitsource import looks_like_git_url
+    from envbuilder.run.trust import Trust, check_jobs
+
+    names = [what.job] if what.job else [n for n in config.pipeline_order() if n not in what.skip]
+    trust = Trust(remote=looks_like_git_url(source), grants=(options or RunOptions()).trust)
+    for warning in check_jobs({n: config.jobs[n] for n in names if n in config.jobs}, project_dir, trust,
+                              source=source):
+        if on_warning:
+            on_warning(warning)
 
 
 def project_folder(source: str, ref: str | None, settings: Any) -> tuple[Path, str | None]:

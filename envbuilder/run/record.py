@@ -19,8 +19,10 @@ from envbuilder.imagelayout import (
     LABEL_TORCH,
 )
 
-RunStatus = Literal["running", "completed", "failed", "stopped"]
+RunStatus = Literal["queued", "running", "completed", "failed", "stopped"]
 RUNNING: RunStatus = "running"
+QUEUED: RunStatus = "queued"  # submitted to a cluster's scheduler, not started yet
+ACTIVE_STATUSES: tuple[RunStatus, ...] = (QUEUED, RUNNING)
 FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "stopped")
 
 
@@ -46,10 +48,18 @@ class RunRecord:
     stop_requested_at: datetime | None = None
     owner_host: str | None = None
     owner_pid: int | None = None
+    backend: str | None = None  # None: a local container; else the cluster engine (slurm, kubernetes, skypilot)
+    backend_job_id: str | None = None  # the engine's id for the job (a Slurm job id, a Job name)
+    notices: tuple[Mapping[str, str], ...] = ()  # {"code", "message"}: a NaN loss, a metrics channel unread...
 
     @property
     def running(self) -> bool:
         return self.status == RUNNING
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: not finished yet."""
+        return self.status in ACTIVE_STATUSES
 
     @property
     def duration_s(self) -> float | None:

@@ -27,6 +27,9 @@ from envbuilder.imagelayout import (
 from envbuilder.quantities import is_env_name, parse_gpu_request
 
 CONTAINER_ARTIFACTS = "/artifacts"
+# The metrics channel's file, under the artifacts folder (its contract: envbuilder.run.metric_channels).
+METRICS_ENV = "ENVBUILDER_METRICS"
+METRICS_RELPATH = ".envbuilder/metrics.jsonl"
 CONTAINER_EXTRA_DIR = "/opt/envbuilder-inputs"  # where a checkpoint from outside the mounts is mounted
 DEFAULT_GRACE_S = 10.0
 DEFAULT_SHM_CAP = 2 * 1024**3  # Docker's 64m default starves DataLoader workers; half the RAM, at most 2 GiB
@@ -54,6 +57,8 @@ class RunOptions:
     network: str | None = None  # a Docker network mode; None is Docker's default
     read_only_project: bool = True
     resume_from: str | None = None  # a checkpoint, given to the job through its resume-arg
+    stop_on_nan: bool = False  # stop the job (SIGTERM, grace, SIGKILL) at its first NaN or infinite loss
+    trust: frozenset[str] = frozenset()  # what a remote project's jobs are granted (envbuilder.run.trust.GRANTS)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class RunSpec:
     metric_patterns: tuple[Any, ...] = ()  # the job's extra metric patterns, for run.metrics
     exports: tuple[Any, ...] = ()  # the job's declared ONNX exports, verified after a successful run
     plan: Mapping[str, Any] | None = None  # what the store keeps of the plan (torch, flavour, Python, plan hash)
+    stop_on_nan: bool = False  # stop the job gracefully at its first NaN or infinite loss (run.metric_channels)
 
     def container_mounts(self) -> list[tuple[str, str, bool]]:
         mounts = [m.as_tuple() for m in self.mounts]
@@ -147,7 +153,7 @@ def run_spec(
         workdir=(job.workdir if job is not None else None) or IMAGE_PROJECT_DIR, network=options.network,
         resume_from=options.resume_from, timeout_s=job.timeout if job is not None else None,
         metric_patterns=tuple(job.metric_specs()) if job is not None else (),
-        exports=tuple(job.exports) if job is not None else (), plan=plan,
+        exports=tuple(job.exports) if job is not None else (), plan=plan, stop_on_nan=options.stop_on_nan,
     )
 
 
@@ -166,6 +172,7 @@ def _run_env(job: Any, overrides: Mapping[str, str], artifacts_dir: Path | None)
     env["PYTHONUNBUFFERED"] = "1"  # logs arrive line by line, as they happen
     if artifacts_dir is not None:
         env["ENVBUILDER_ARTIFACTS"] = CONTAINER_ARTIFACTS
+        env[METRICS_ENV] = f"{CONTAINER_ARTIFACTS}/{METRICS_RELPATH}"  # the metrics channel's file (run.metric_channels)
     return env
 
 
