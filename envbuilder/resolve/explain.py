@@ -11,8 +11,8 @@ from packaging.version import Version
 
 from envbuilder.errors import ResolveConflict
 from envbuilder.project.spec import TORCH_COMPANIONS
-from envbuilder.resolve.candidates import (Candidate, companion_choices, dotted, driver_floor, hardware_fit, has_sass, onnxruntime_choices, os_floor, pairing_violations, sass_fit,
-                                           software_ok, torch_bound_violations)
+from envbuilder.resolve.candidates import (Candidate, companion_choices, dotted, driver_floor, hardware_fit, has_sass, onnxruntime_choices, os_floor, pairing_violations,
+                                           python_ok, sass_fit, software_ok, torch_bound_violations)
 from envbuilder.resolve.matrix import Matrix, TorchBuild, TorchRelease, flavor_cuda, flavor_kind, flavor_rocm, split_local
 from envbuilder.resolve.plan import Target
 from envbuilder.resolve.served import IndexSnapshot, platform_matches
@@ -85,12 +85,36 @@ def served_summary(available: IndexSnapshot, target: Target) -> str:
     versions = sorted({w.version for w in available.files("torch") if platform_matches(w.platforms, target.os, target.arch)}, key=Version)
     return f"torch {', '.join(versions[-6:])}" if versions else f"no torch wheel for {target.os}/{target.arch}"
 
+def mirror_lacks_python(view: ProjectView, platform_builds) -> ResolveConflict | None:
+    """The conflict when the mirror's torch wheels are all for Pythons the project cannot use, naming them.
+
+    Said before building: otherwise the installer fails mid-build on a wheel with another cpXY tag."""
+    wheels = [w for w in view.available.files("torch") if platform_matches(w.platforms, view.target.os, view.target.arch)]
+    if not wheels or any(not w.pythons for w in wheels):
+        return None  # nothing served, or a wheel for any Python: not a question of Python
+    served = sorted({py for w in wheels for py in w.pythons}, key=Version)
+    req_py = view.requires_python
+    wanted = [view.request.python] if view.request.python else sorted(
+        {py for rel, b in platform_builds for py in rel.python_for(b) if not req_py or req_py.contains(f"{py}.99")}, key=Version)
+    if not wanted or set(served) & set(wanted):
+        return None
+    asked = "--python, or the --base-image's Python" if view.request.python else f"requires-python {req_py}"
+    reason = (f"{view.available.url} serves torch for Python {', '.join(served)} only; the plan needs Python "
+              f"{', '.join(wanted[-4:])} ({asked})")
+    return ResolveConflict("index-has-no-fit", reason,
+                           f"add cp{wanted[-1].replace('.', '')} torch wheels to the mirror, or build for Python "
+                           f"{served[-1]} (--python {served[-1]} with a --base-image of that Python)",
+                           context={"reasons": [reason], "mirror_pythons": served})
+
 def conflict(view: ProjectView, platform_builds, matrix: Matrix) -> ResolveConflict:
     reasons: list[str] = []
     if view.available is not None:
         without = ProjectView(view.project, view.target, view.request)
         if any(software_ok(rel, b, py, without, matrix, ignore_torch_bounds=False)
                for rel, b in platform_builds for py in rel.python_for(b)):
+            lacking = mirror_lacks_python(view, platform_builds)
+            if lacking is not None:
+                return lacking
             reasons.append(f"{view.available.url} serves {served_summary(view.available, view.target)}, "
                            "and none of it fits the project's constraints and Python")
             return ResolveConflict("index-has-no-fit", "; ".join(reasons),
@@ -251,12 +275,35 @@ def build_detail(best: Candidate, sw: Software, view: ProjectView, matrix: Matri
     return text
 
 def why_python(py: str, rel: TorchRelease, build: TorchBuild, view: ProjectView) -> str:
+    """Why this Python: a --python pin, or the highest the torch build and requires-python allow, stepped down
+    to the highest on which the whole dependency set installs when the installability check found one."""
+    fit = view.python_fit
+    # python_fit words its reason "Python 3.11: <why>"; the part after the colon joins the matrix's part here.
+    installs = fit.reasons[0].partition(": ")[2] if fit is not None and fit.python == py and fit.reasons else ""
     if view.request.python:
-        return f"Python {py}: pinned with --python"
+        return f"Python {py}: pinned with --python" + (f"; {installs}" if installs else "")
     parts = [f"torch {rel.version} ships {min(rel.python_for(build), key=Version)}–{max(rel.python_for(build), key=Version)}"]
     if view.requires_python:
         parts.append(f"requires-python {view.requires_python}")
-    return f"Python {py}: the highest that every choice allows ({'; '.join(parts)})"
+    stepped_down = any(Version(p) > Version(py) and python_ok(p, view, view.software(p), with_fit=False)
+                       for p in rel.python_for(build))
+    if installs and stepped_down:
+        return f"Python {py}: {installs} ({'; '.join(parts)})"
+    return f"Python {py}: the highest that every choice allows ({'; '.join(parts)})" + (f", and {installs}" if installs else "")
+
+
+def dependents_conflict(conflict_text: str, best: Candidate, overridden: bool) -> ResolveConflict:
+    """The plan's torch cannot install alongside packages that depend on another torch (torchtext, xformers...)."""
+    torch = best.release.version
+    if overridden:
+        message = (f"this hardware moves torch off the project's pin to {torch}, and packages that depend on torch "
+                   f"cannot install alongside it: {conflict_text}")
+        hint = (f"move those packages to releases built for torch {torch}, or resolve for a target that runs the "
+                "torch they need (--gpu, --cuda-driver)")
+    else:
+        message = f"packages that depend on torch cannot install alongside torch {torch}: {conflict_text}"
+        hint = "pin torch in the project to the release they need, or move them to releases built for torch " + torch
+    return ResolveConflict("torch-dependents-conflict", message, hint, context={"reasons": [conflict_text]})
 
 def requirement_text(req: Requirement) -> str:
     text = req.name
