@@ -14,7 +14,8 @@ from envbuilder.errors import EnvbuilderError
 from envbuilder.resolve.plan import plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.render.dockerfile import STAGES, render_dockerfile, render_dockerignore
-from golden.cases import check_golden, cpu_plan, cu128_plan, macos_plan, rocm_plan, windows_plan
+from golden.cases import (check_golden, cpu_plan, cu128_plan, macos_plan, package_plan, rocm_plan, torch_extension_plan,
+                          windows_plan)
 
 HADOLINT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "hadolint"
 MIRRORS = RenderOptions(
@@ -33,6 +34,8 @@ VARIANTS = {
     "rocm6.3.Dockerfile": (rocm_plan(), RenderOptions()),
     "cpu-ca-mirror.Dockerfile": (cpu_plan(), MIRRORS),
     "cpu-no-copy.Dockerfile": (cpu_plan(system_packages=(), dependencies=()), RenderOptions(copy_project=False)),
+    "package-extension.Dockerfile": (package_plan(), RenderOptions()),
+    "torch-extension-url.Dockerfile": (torch_extension_plan(), RenderOptions()),
 }
 
 

@@ -3,8 +3,11 @@
 The build key is a sha256 over the Dockerfile text (rendered, or the user's edited copy), the ignore file, a
 digest of the context files it lets through, and the local ids of the base images. CA bundles, credentials
 and proxies are left out: they reach the build as BuildKit secrets and predefined proxy args, which change no
-layer. The image is tagged `envbuilder/<project>:<key[:16]>`, so an unchanged project finds its image with one
-inspect call. Pure: imports nothing from envbuilder, no I/O.
+layer. The image is tagged `envbuilder/<project>-<checkout>:<key[:16]>`, so an unchanged project finds its image
+with one inspect call, and `:latest` in the same repository names the checkout's newest build.
+<checkout> is a short digest of what identifies one checkout of the project (its absolute path, or its git
+remote for a project fetched by URL): two clones of one project, or two projects with the same name, each keep
+their own `:latest` instead of overwriting the other's. Pure: imports nothing from envbuilder, no I/O.
 """
 
 from __future__ import annotations
@@ -23,8 +26,23 @@ def slug(name: str) -> str:
     return text[:64].rstrip("-") or "project"
 
 
-def image_repo(project_name: str) -> str:
-    return f"{IMAGE_REPO_PREFIX}/{slug(project_name)}"
+CHECKOUT_DIGEST_LENGTH = 8
+
+
+def checkout_digest(checkout: str) -> str:
+    """The short digest of a checkout's identity (see checkout_identity) that its image repository carries."""
+    return hashlib.sha256(checkout.encode()).hexdigest()[:CHECKOUT_DIGEST_LENGTH]
+
+
+def checkout_identity(path: str, git_url: str | None = None) -> str:
+    """What identifies one checkout: its git remote when fetched by URL (the cache folder is an implementation
+    detail), else its absolute path."""
+    return git_url or path
+
+
+def image_repo(project_name: str, checkout: str) -> str:
+    """envbuilder/<project slug>-<checkout>: one repository per checkout (`checkout`: its checkout_digest)."""
+    return f"{IMAGE_REPO_PREFIX}/{slug(project_name)[:55].rstrip('-')}-{checkout}"
 
 
 def key_tag(repo: str, key: str) -> str:

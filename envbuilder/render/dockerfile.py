@@ -35,7 +35,8 @@ from envbuilder.imagelayout import (
     LABEL_STATUS,
     LABEL_TORCH,
 )
-from envbuilder.render.network import InstallStep, LockedPackage, install_steps, refuse_credentials
+from envbuilder.render.extensions import FINDER_MODULE, FINDER_NAME, KEEP_SCRIPT, kept_dir, site_packages
+from envbuilder.render.network import InstallStep, LockedPackage, install_steps, project_steps, refuse_credentials
 from envbuilder.render.quoting import docker_string, docker_word, dockerfile_safe, one_line
 
 # Stage names a builder may pass to --target; present in every rendered Dockerfile, in this order.
@@ -140,7 +141,8 @@ def _base_stage(plan: Plan, options: RenderOptions) -> Stage:
 
 def _system_stage(plan: Plan, options: RenderOptions) -> Stage:
     instructions = ["FROM base AS system"]
-    packages = sorted(set(plan.system_packages))
+    compiler = compiler_reason(plan)
+    packages = sorted(set(plan.system_packages) | ({"build-essential"} if compiler else set()))
     if packages:
         mounts = [
             "--mount=type=cache,target=/var/cache/apt,sharing=locked",
@@ -155,13 +157,20 @@ def _system_stage(plan: Plan, options: RenderOptions) -> Stage:
             apt = 'apt-get "${apt_ca[@]}"'
         else:
             apt = "apt-get"
+        headers = ""
+        if compiler:
+            # Extensions include Python.h: the python:X.Y images ship it with their interpreter, Debian's
+            # python3 (a debootstrapped base) only in python3-dev.
+            commands.append('python_dev=(); if [ ! -e "$(python3 -c \'import sysconfig; print(sysconfig.get_path("include"))\')/Python.h" ]; '
+                            "then python_dev=(python3-dev); fi")
+            headers = ' "${python_dev[@]}"'
         commands += [
             # docker-clean (Debian's Docker images) deletes downloaded .debs after every install, which
             # would empty the cache mount; set it aside for this step only and put it back.
             "if [ -f /etc/apt/apt.conf.d/docker-clean ]; then mv /etc/apt/apt.conf.d/docker-clean /etc/apt/docker-clean.envbuilder; fi",
             f"{apt} update",
             f"DEBIAN_FRONTEND=noninteractive {apt} install -y --no-install-recommends "
-            + " ".join(docker_word(p, "system package") for p in packages),
+            + " ".join(docker_word(p, "system package") for p in packages) + headers,
             "if [ -f /etc/apt/docker-clean.envbuilder ]; then mv /etc/apt/docker-clean.envbuilder /etc/apt/apt.conf.d/docker-clean; fi",
         ]
         instructions += [
@@ -185,6 +194,8 @@ def _system_stage(plan: Plan, options: RenderOptions) -> Stage:
     ]))
     why = "system: Debian packages the project declares, and the non-root user." if packages else \
         "system: no Debian packages declared; the non-root user."
+    if compiler:
+        why += f"\nbuild-essential (and Python's headers) because {one_line(compiler)}."
     return Stage("system", why, tuple(instructions))
 
 
@@ -249,6 +260,11 @@ def _install_stages(plan: Plan, options: RenderOptions, locked: tuple[LockedPack
             "no dependency can swap torch for another build.",
             ("FROM torch AS dependencies", _uv_install(deps_step, options)),
         )
+    build_step = next((step for step in project_steps(plan, options, IMAGE_PROJECT_DIR) if step.name == "build"), None)
+    if build_step is not None:
+        deps = Stage(deps.name, deps.why + "\nThen the project's build requirements: it builds against the installed torch "
+                     f"({one_line(plan.build_requires_torch or '')}), without build isolation.",
+                     (*deps.instructions, _uv_install(build_step, options)))
     return torch, deps
 
 
@@ -261,19 +277,68 @@ def _project_stage(plan: Plan, options: RenderOptions) -> Stage:
             raise EnvbuilderError("render-unsafe-value", f"import root {root!r} is outside the project",
                                   "import roots are folders inside the project, such as '.' or 'src'")
         roots.append(norm)
+    roots = list(dict.fromkeys(roots))
     instructions = [
         "FROM dependencies AS project",
         # Runs use the caller's uid; HOME is set explicitly so it is the same writable folder for any uid.
-        "ENV HOME=" + IMAGE_HOME + _CONTINUE + "PYTHONPATH=" + docker_string(":".join(dict.fromkeys(roots)), "PYTHONPATH"),
+        "ENV HOME=" + IMAGE_HOME + _CONTINUE + "PYTHONPATH=" + docker_string(":".join(roots), "PYTHONPATH"),
         f"WORKDIR {IMAGE_PROJECT_DIR}",
     ]
     if options.copy_project:
         instructions.append(f"COPY --chown={IMAGE_UID}:{IMAGE_UID} . {IMAGE_PROJECT_DIR}")
+    install = _project_install(plan, options, roots)
+    if install:
+        instructions.append(install)
     instructions.append(f"USER {IMAGE_USER}")
     instructions.append(_labels(plan, options))
     why = "project: the project's files last, as they change most; importable from its import roots." \
         if options.copy_project else "project: files are not copied (mounted at run time); importable from its import roots."
+    if plan.install is not None:
+        why += (f"\nInstalled as a package ({one_line(plan.install.why)}): editable, pointing at {IMAGE_PROJECT_DIR}, so the\n"
+                "live source a run mounts there is what runs; without dependencies (installed above). Its entry points\n"
+                "and metadata land in the venv. It builds in a throw-away writable mount of the context, so the\n"
+                "project folder stays exactly the context, and extension modules are kept in the venv (see\n"
+                "envbuilder.render.extensions), where the run-time mount does not hide them.")
     return Stage("project", why, tuple(instructions))
+
+
+def compiler_reason(plan: Plan) -> str | None:
+    """Why the image needs a C/C++ compiler (the project's build compiles extensions), or None."""
+    if plan.install is None:
+        return None
+    return plan.install.compiles or plan.build_requires_torch
+
+
+def _project_install(plan: Plan, options: RenderOptions, roots: list[str]) -> str | None:
+    steps = {step.name: step for step in project_steps(plan, options, IMAGE_PROJECT_DIR)}
+    step = steps.get("project")
+    if step is None:
+        return None
+    flags = ["--no-deps", *(["--no-build-isolation"] if "build" in steps else [])]
+    commands = [_CONTINUE.join([*_uv_args(step), *(f"    {flag}" for flag in flags),
+                                *(f"    --editable {docker_word(r, 'project folder')}" for r in step.requirements)])]
+    if compiler_reason(plan):
+        # Only a build that compiles makes extension modules worth looking for (a walk of the whole project).
+        commands += _keep_extensions(plan, roots)
+    # The context as a writable bind mount: what the build writes there (build/, *.egg-info, in-place
+    # extension modules) is dropped with the mount, so the image's project folder is exactly the context.
+    bind = f"--mount=type=bind,target={IMAGE_PROJECT_DIR},readwrite"
+    return _run([f"--mount=type=cache,target={UV_CACHE}", bind, *_secret_mounts(options)], [*_ca_export(options), *commands])
+
+
+def _keep_extensions(plan: Plan, roots: list[str]) -> list[str]:
+    """Copy the extension modules the build made in place to the venv, and serve them from there (render.extensions)."""
+    kept = kept_dir()
+    site = site_packages(plan.python)
+    keep = "/tmp/envbuilder-keep-extensions.py"
+    folders = " ".join(docker_word(r, "import root") for r in dict.fromkeys((*roots, IMAGE_PROJECT_DIR)))
+    return [
+        _printf(KEEP_SCRIPT, keep),
+        f"{IMAGE_VENV}/bin/python {keep} {kept} {folders}",
+        f"rm -f {keep}",
+        f"if [ -d {kept} ]; then {_printf(FINDER_MODULE, f'{site}/{FINDER_NAME}.py')}",
+        f"echo 'import {FINDER_NAME}' > {site}/{FINDER_NAME}.pth; fi",
+    ]
 
 
 def _labels(plan: Plan, options: RenderOptions) -> str:
@@ -297,11 +362,23 @@ def _labels(plan: Plan, options: RenderOptions) -> str:
     return "LABEL " + _CONTINUE.join(f"{key}={docker_string(value, key)}" for key, value in labels.items())
 
 
-def _uv_install(step: InstallStep, options: RenderOptions) -> str:
+def _printf(lines: tuple[str, ...], path: str) -> str:
+    """A shell command that writes `lines` to `path`, one quoted line per Dockerfile line (no heredocs: the
+    Dockerfile frontend of Docker 20.10 predates them)."""
+    return _CONTINUE.join(["printf '%s\\n'", *(f"    {docker_word(line, 'script line')}" for line in lines),
+                           f"    > {path}"])
+
+
+def _uv_args(step: InstallStep) -> list[str]:
     args = [f"uv pip install --python {IMAGE_VENV}/bin/python"]
     args.append(f"    --index-url {docker_word(step.index_url, 'index URL')}")
     args += [f"    --extra-index-url {docker_word(u, 'index URL')}" for u in step.extra_index_urls]
     args += [f"    --find-links {docker_word(f, 'find-links')}" for f in step.find_links]
+    return args
+
+
+def _uv_install(step: InstallStep, options: RenderOptions) -> str:
+    args = _uv_args(step)
     commands = [*_ca_export(options)]
     if step.locked:
         # Hashes can only be given in a requirements file: write it inside this RUN (no layer keeps it) and
@@ -312,8 +389,7 @@ def _uv_install(step: InstallStep, options: RenderOptions) -> str:
         args += ["    --require-hashes --no-deps", f"    -r {lock_file}"]
         commands += [_CONTINUE.join(args), f"rm -f {lock_file}"]
     else:
-        args += [f"    {docker_word(r, 'requirement')}" for r in step.requirements]
-        commands.append(_CONTINUE.join(args))
+        commands.append(_CONTINUE.join([*args, *(f"    {docker_word(r, 'requirement')}" for r in step.requirements)]))
     return _run([f"--mount=type=cache,target={UV_CACHE}", *_secret_mounts(options)], commands)
 
 

@@ -8,6 +8,7 @@ the renderers and into build arguments/secrets for the builder. Pure: no I/O. Mu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -46,7 +47,9 @@ class LockedPackage(Value):
 class InstallStep(Value):
     """One installer invocation: requirements and the package locations it may use."""
 
-    name: Literal["torch", "dependencies"]
+    # torch and its companions; the project's dependencies; the project's build requirements (a build without
+    # isolation); the project itself (editable, no dependencies).
+    name: Literal["torch", "dependencies", "build", "project"]
     requirements: tuple[str, ...]
     # A locked step installs exactly these files (hash-checked, no dependency resolution) instead.
     locked: tuple[LockedPackage, ...] = ()
@@ -71,9 +74,13 @@ def default_index_url(options: RenderOptions) -> str:
 
 
 def torch_pins(plan: Plan) -> tuple[str, ...]:
-    """torch and the companions built with it, exact versions (local part included)."""
+    """torch and the companions built with it, exact versions (local part included).
+
+    A project that names its torch wheel by URL gets that file (`torch @ URL`); a `#sha256=` fragment on the
+    URL is checked by the installer, and a lock (render.lock) pins its hash either way."""
     family = sorted(c.pin for name, c in plan.companions.items() if _in_torch_step(plan, name))
-    return (f"torch=={plan.torch.local}", *family)
+    torch = f"torch @ {plan.torch.url}" if plan.torch.url else f"torch=={plan.torch.local}"
+    return (torch, *family)
 
 
 def install_steps(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...] | None = None) -> tuple[InstallStep, ...]:
@@ -95,20 +102,46 @@ def install_steps(plan: Plan, options: RenderOptions, locked: tuple[LockedPackag
 
     others = [c for name, c in sorted(plan.companions.items()) if not _in_torch_step(plan, name)]
     if plan.dependencies or others:
-        extras: list[str] = []
-        for decl in plan.indexes:
-            if decl.kind != "find-links":
-                extras.append(decl.url)
-        extras.extend(c.index_url for c in others if c.index_url)
-        extras.extend(options.extra_index_urls)
-        find_links = [*options.find_links, *(d.url for d in plan.indexes if d.kind == "find-links")]
         # The torch pins ride along as requirements: they are installed already, so the installer keeps
         # them, and a dependency that wants another torch build fails loudly instead of swapping it.
         requirements = (*plan.dependencies, *(c.pin for c in others), *torch_pins(plan))
-        steps.append(InstallStep(name="dependencies", requirements=_unique(requirements), index_url=default,
-                                 extra_index_urls=_unique(u for u in extras if u != default),
-                                 find_links=_unique(find_links)))
+        steps.append(_project_sources("dependencies", _unique(requirements), plan, options))
     return tuple(steps)
+
+
+def project_steps(plan: Plan, options: RenderOptions, project_dir: str) -> tuple[InstallStep, ...]:
+    """How the project itself is installed (nothing when it is not a package): editable from `project_dir`,
+    without dependencies (the earlier steps installed them), from the dependencies' package locations, where
+    an isolated build finds its build backend.
+
+    When the build needs torch (plan.build_requires_torch), the project is built without isolation, against
+    the installed torch: a "build" step first installs its other build requirements with the torch pins."""
+    if plan.install is None:
+        return ()
+    steps = []
+    if plan.build_requires_torch:
+        family = {"torch", *(name for name in plan.companions if _in_torch_step(plan, name))}
+        wanted = [r for r in plan.install.requires if _requirement_name(r) not in family]
+        steps.append(_project_sources("build", _unique((*wanted, *torch_pins(plan))), plan, options))
+    steps.append(_project_sources("project", (project_dir,), plan, options))
+    return tuple(steps)
+
+
+def _project_sources(name: Literal["dependencies", "build", "project"], requirements: tuple[str, ...], plan: Plan,
+                     options: RenderOptions) -> InstallStep:
+    """A step that installs from where the project's packages come from: the default index, the project's own
+    indexes and find-links, the companions' indexes and the extra indexes given."""
+    default = default_index_url(options)
+    others = [c for n, c in sorted(plan.companions.items()) if not _in_torch_step(plan, n)]
+    extras = [*(d.url for d in plan.indexes if d.kind != "find-links"), *(c.index_url for c in others if c.index_url),
+              *options.extra_index_urls]
+    find_links = [*options.find_links, *(d.url for d in plan.indexes if d.kind == "find-links")]
+    return InstallStep(name=name, requirements=requirements, index_url=default,
+                       extra_index_urls=_unique(u for u in extras if u != default), find_links=_unique(find_links))
+
+
+def _requirement_name(text: str) -> str:
+    return _normal(re.split(r"[\s\[<>=!~;@(]", text.strip(), maxsplit=1)[0])
 
 
 def _locked_steps(plan: Plan, options: RenderOptions, locked: tuple[LockedPackage, ...]) -> tuple[InstallStep, ...]:

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from envbuilder.resolve.plan import PackageChoice, Plan, Target, TorchChoice
-from envbuilder.project.spec import IndexDecl, ProjectSource
+from envbuilder.project.spec import IndexDecl, ProjectInstall, ProjectSource
 
 GOLDEN = Path(__file__).parent
 TORCH_INDEX = "https://download.pytorch.org/whl"
@@ -52,6 +52,24 @@ def cu128_plan(**changes) -> Plan:
         target=Target(os="linux", arch="x86_64", gpu="nvidia", cuda_driver="570.86.10", compute_capabilities=("9.0",)),
     )
     return plan.model_copy(update=changes)
+
+
+def package_plan(**changes) -> Plan:
+    """A package with a C extension (setup.py ext_modules) and a console script: installed editable."""
+    return cpu_plan(project_name="mypkg", system_packages=(), install=ProjectInstall(
+        backend="setuptools.build_meta", requires=("setuptools>=61",), why="pyproject.toml [build-system]",
+        compiles="setup.py declares ext_modules"), **changes)
+
+
+def torch_extension_plan(**changes) -> Plan:
+    """A CUDA/C++ extension built against torch, which the project names by wheel URL."""
+    url = f"{TORCH_INDEX}/cu128/torch-2.13.0%2Bcu128-cp312-cp312-manylinux_2_28_x86_64.whl#sha256={'ab' * 32}"
+    return cu128_plan(
+        torch=TorchChoice(version="2.13.0", flavor="cu128", local="2.13.0+cu128", index_url=f"{TORCH_INDEX}/cu128",
+                          cuda="12.8", url=url),
+        build_requires_torch="setup.py imports torch.utils.cpp_extension (a CUDA/C++ extension)",
+        install=ProjectInstall(backend="setuptools.build_meta", requires=("setuptools>=64", "wheel", "torch>=2.4", "ninja"),
+                               why="pyproject.toml [build-system]"), **changes)
 
 
 def rocm_plan(**changes) -> Plan:
