@@ -14,6 +14,8 @@ import json
 import os
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -155,17 +157,26 @@ def test_fake_engine_scripts_containers_and_records_calls():
 # --- a fake engine on a unix socket: the HTTP side of the socket client ------------------------------------
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
 class FakeEngineServer(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     routes: dict = {}
     seen: list = []
     drop_after_response = False  # close the connection without saying so, like an engine's idle timeout
+    min_api = "1.44"  # an engine that dropped our API version (1.41): every request is refused until negotiated
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         self.seen.append((self.command, self.path, body))
         status, reply = self.routes.get((self.command, self.path.split("?")[0]), (404, {"message": "page not found"}))
+        asked = self.path.split("/")[1][1:] if self.path.startswith("/v1.") else None
+        if asked and _version_key(asked) < _version_key(self.min_api):  # as moby's version middleware answers
+            status, reply = 400, {"message": f"client version {asked} is too old. Minimum supported API version is "
+                                             f"{self.min_api}, please upgrade your client to a newer version"}
         if isinstance(reply, list):  # chunked raw stream
             self.send_response(status)
             self.send_header("Content-Type", "application/vnd.docker.raw-stream")
@@ -193,7 +204,7 @@ class FakeEngineServer(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_engine(tmp_path, monkeypatch):
     path = str(tmp_path / "fake.sock")
-    FakeEngineServer.seen, FakeEngineServer.drop_after_response = [], False
+    FakeEngineServer.seen, FakeEngineServer.drop_after_response, FakeEngineServer.min_api = [], False, "1.44"
     FakeEngineServer.routes = {("GET", "/version"): (200, {"ApiVersion": "1.52", "MinAPIVersion": "1.44"})}
     server = socketserver.ThreadingUnixStreamServer(path, FakeEngineServer)
     server.daemon_threads = True
@@ -255,7 +266,8 @@ def test_fake_engine_logs_chunked_and_multiplexed(fake_engine):
     # Each stream is split on its own: stdout's "half " waits for its own newline, stderr's line is whole.
     assert lines == ["epoch 1 loss=0.5", "warning", "half a line", "\ufffdend"]
     assert docker.container_state("c1") == {"Status": "exited", "ExitCode": 0}  # the stream's connection is reused
-    assert "follow=1" in fake_engine.seen[1][1] and "stderr=1" in fake_engine.seen[1][1]
+    [logs] = [path for _, path, _ in fake_engine.seen if path.startswith("/v1.44/containers/c1/logs")]
+    assert "follow=1" in logs and "stderr=1" in logs
 
 
 def test_fake_engine_closing_idle_connections(fake_engine):
@@ -264,6 +276,150 @@ def test_fake_engine_closing_idle_connections(fake_engine):
     docker = Docker(transport="socket")
     for _ in range(3):  # each request after the first meets a connection the engine already closed
         assert docker.container_state("c1") == {"Status": "running"}
+
+
+def test_our_api_version_is_spoken_at_once_and_negotiated_only_when_refused(fake_engine):
+    fake_engine.min_api = "1.12"  # Docker 20.10's range: 1.41 is taken, so no GET /version round trip
+    fake_engine.routes[("GET", "/v1.41/containers/c1/json")] = (200, {"State": {"Status": "running"}})
+    docker = Docker(transport="socket")
+    assert docker.container_state("c1") == {"Status": "running"} == docker.container_state("c1")
+    assert [path for _, path, _ in fake_engine.seen] == ["/v1.41/containers/c1/json"] * 2
+    fake_engine.seen.clear()
+    fake_engine.min_api = "1.44"  # an engine that dropped 1.41: refused once, negotiated once, sent again
+    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "exited"}})
+    docker = Docker(transport="socket")
+    assert docker.container_state("c1") == {"Status": "exited"} == docker.container_state("c1")
+    assert [path for _, path, _ in fake_engine.seen] == [
+        "/v1.41/containers/c1/json", "/version", "/v1.44/containers/c1/json", "/v1.44/containers/c1/json"]
+
+
+def test_a_refusal_that_is_not_about_the_version_is_an_error(fake_engine):
+    fake_engine.min_api = "1.12"
+    fake_engine.routes[("POST", "/v1.41/containers/create")] = (400, {"message": "invalid mount config"})
+    with pytest.raises(DockerError) as err:
+        Docker(transport="socket").run_detached("img:1", ["true"])
+    assert "invalid mount config" in err.value.message
+    assert "/version" not in [path for _, path, _ in fake_engine.seen]
+
+
+def test_talking_to_the_engine_loads_no_http_client_ssl_or_hashes(fake_engine):
+    # `run --image` may add little to a `docker run`: http.client (email.parser, ssl) alone was ~15-20 ms of it.
+    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "running"}})
+    probe = ("import sys\nfrom envbuilder.docker.engine import Docker\n"
+             "assert Docker(transport='socket').container_state('c1') == {'Status': 'running'}\n"
+             "print(sorted(m for m in ('http.client', 'ssl', 'email.parser', 'hashlib', 'docker') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+# --- unixhttp: HTTP/1.1 framing as the engine sends it, byte for byte -----------------------------------
+
+
+@pytest.fixture
+def raw_engine(tmp_path):
+    """A unix socket that answers each request with scripted bytes: replies[(method, path)] is the whole
+    answer, or (answer, "close") to close the connection after it. Requests are recorded in `seen`."""
+    path = str(tmp_path / "raw.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    state = {"replies": {}, "seen": [], "connections": 0}
+
+    def serve(conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        with conn, reader:
+            while line := reader.readline():
+                method, target, _ = line.decode().split(" ", 2)
+                length = 0
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    if header.lower().startswith(b"content-length:"):
+                        length = int(header.split(b":")[1])
+                reader.read(length)
+                state["seen"].append((method, target))
+                reply = state["replies"].get((method, target.split("?")[0]), b"HTTP/1.1 404 Not Found\r\n"
+                                             b"Content-Length: 27\r\n\r\n{\"message\": \"no such thing\"}")
+                data, close = reply if isinstance(reply, tuple) else (reply, None)
+                conn.sendall(data)
+                if close:
+                    return
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            state["connections"] += 1
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield path, state
+    server.close()
+
+
+def _socket_engine(path: str) -> SocketEngine:
+    engine = SocketEngine(path, timeout=5)
+    engine.api._negotiated = "1.41"  # the raw scripts answer /v1.41 paths
+    return engine
+
+
+def _json_reply(status: str, payload: bytes, *extra: bytes) -> bytes:
+    return b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: application/json\r\n" + b"".join(extra) + \
+        b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
+
+
+def test_unixhttp_attach_hijack_chunked_wait_and_keep_alive(raw_engine):
+    path, state = raw_engine
+    attached = frame(b"hello\nwor") + frame(b"oops\n", 2) + frame(b"ld")
+    state["replies"].update({
+        ("POST", "/v1.41/containers/create"): _json_reply("201 Created", b'{"Id": "c9"}'),
+        # the engine hijacks the connection: no length, no chunks, the stream ends when the container does
+        ("POST", "/v1.41/containers/c9/attach"): (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n" + attached, "close"),
+        ("POST", "/v1.41/containers/c9/start"): b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ("POST", "/v1.41/containers/c9/wait"): (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                                 b"9;ext=1\r\n{\"StatusC\r\n10\r\node\": 3, \"Error\"\r\n"
+                                                 b"7\r\n: null}\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+        ("DELETE", "/v1.41/containers/c9"): b"HTTP/1.1 204 No Content\r\n\r\n",
+    })
+    engine = _socket_engine(path)
+    container = engine.run_detached("img:1", ["true"], attach=True)
+    lines: list[str] = []
+    assert (container, engine.follow_to_exit(container, lines.append)) == ("c9", 3)
+    assert lines == ["hello", "oops", "world"]
+    engine.remove_container(container)
+    assert [m + " " + t.split("?")[0] for m, t in state["seen"]] == [
+        "POST /v1.41/containers/create", "POST /v1.41/containers/c9/attach", "POST /v1.41/containers/c9/start",
+        "POST /v1.41/containers/c9/wait", "DELETE /v1.41/containers/c9"]
+    assert state["connections"] == 2  # the hijacked one, and one kept alive for everything else
+
+
+def test_unixhttp_a_stream_cut_short_keeps_what_arrived_and_drops_the_connection(raw_engine):
+    path, state = raw_engine
+    first = frame(b"first line\n")
+    state["replies"][("GET", "/v1.41/containers/c1/logs")] = (  # the second chunk promises 0x40 bytes; 11 come
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(first):x}\r\n".encode() + first
+        + b"\r\n40\r\n" + frame(b"sec"), "close")
+    state["replies"][("GET", "/v1.41/containers/c1/json")] = _json_reply("200 OK", b'{"State": {"Status": "exited"}}')
+    engine = _socket_engine(path)
+    lines: list[str] = []
+    engine.stream_logs("c1", lines.append)
+    assert lines == ["first line", "sec"]
+    assert engine.container_state("c1") == {"Status": "exited"} and state["connections"] == 2
+
+
+@pytest.mark.parametrize("reply", [
+    (_json_reply("200 OK", b'{"Id": "sha256:1"}')[:-4], "close"),  # a body shorter than its Content-Length
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "close"),  # not HTTP at all
+    (b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n{}", "close"),
+    (b"", "close"),  # closed without an answer, on a fresh connection
+])
+def test_unixhttp_broken_answers_are_docker_errors(raw_engine, reply):
+    path, state = raw_engine
+    state["replies"][("GET", "/v1.41/images/img:1/json")] = reply
+    with pytest.raises(DockerError) as err:
+        _socket_engine(path).image_inspect("img:1")
+    assert "inspecting img:1" in err.value.message
 
 
 def test_no_engine_is_docker_not_running(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from envbuilder.docker.streams import demuxed, split_lines
-from envbuilder.errors import EnvbuilderError
+from envbuilder.errors import DockerError, EnvbuilderError
 from envbuilder.quantities import parse_size_bytes
 
 if TYPE_CHECKING:
@@ -69,19 +69,22 @@ class EngineBase(ABC):
         if stream is not None:
             stream.close()  # closes its connection: a half-read stream is never reused
 
-    def stream_logs(self, container_id: str, on_line: Callable[[str], None]) -> None:
-        """Follow the container's output (stdout and stderr) until it exits, calling on_line for each line.
+    def stream_logs(self, container_id: str, on_line: Callable[[str], None],
+                    on_progress: Callable[[str], None] | None = None) -> None:
+        """Follow the container's output (stdout and stderr) until it exits, calling on_line for each line
+        (a line redrawn with carriage returns once, in its last state; each state before that to on_progress).
 
         A loaded engine can end the follow at the container's exit before sending the last lines
         (moby/moby#43860): callers that need every line use follow_to_exit.
         """
-        for line in split_lines(self._log_chunks(container_id, follow=True)):
+        for line in split_lines(self._log_chunks(container_id, follow=True), on_progress):
             on_line(line)
 
     def log_lines(self, container_id: str) -> list[str]:
         return list(split_lines(self._log_chunks(container_id, follow=False)))
 
-    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None]) -> int:
+    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None],
+                       on_progress: Callable[[str], None] | None = None) -> int:
         """Stream the container's lines until it exits, then pass on any the follow dropped; its exit code.
 
         Output attached before start (run_detached(attach=True) on the socket engine) holds every line. A logs
@@ -92,7 +95,7 @@ class EngineBase(ABC):
         attached = self._attached.pop(container_id, None)
         if attached is not None:
             try:
-                for line in split_lines(demuxed(attached)):
+                for line in split_lines(demuxed(attached), on_progress):
                     on_line(line)
             except BaseException:
                 # Close it now, not when the traceback lets go: an attach stream nobody reads blocks the
@@ -111,7 +114,7 @@ class EngineBase(ABC):
             count += 1
             on_line(line)
 
-        self.stream_logs(container_id, forward)
+        self.stream_logs(container_id, forward, on_progress)
         code = self.wait(container_id)
         everything = self.log_lines(container_id)
         prefix = hashlib.sha256()
@@ -140,7 +143,39 @@ class EngineBase(ABC):
     def build(self, request: BuildRequest, *, on_line: Callable[[str], None],
               timeout: float | None = None) -> CommandResult:
         """Run one BuildKit build through the docker CLI, whichever engine runs containers."""
-        from envbuilder.docker.buildkit import run_build
+        from envbuilder.docker.buildkit import check_platform, run_build
 
-        return run_build(self.build_cli, request, on_line=on_line, timeout=timeout)
+        if request.platform:
+            check_platform(self.build_cli, request.platform)
+        result = run_build(self.build_cli, request, on_line=on_line, timeout=timeout)
+        if request.cache_to and not self.build_cli.exports_cache:
+            # Inline cache: the cache metadata rides in the image's config, so the image itself, pushed under
+            # the cache reference, is the cache a later --cache-from reads.
+            self.tag(request.tag, request.cache_to)
+            self.push(request.cache_to, on_line=on_line)
+        return result
+
+    def login(self, registry: str, username: str, password: str) -> str:
+        """`docker login` through the docker CLI: it is what writes Docker's config.json (or hands the secret to
+        the configured credential helper), which the SDK, buildx and every later `docker` command then read."""
+        import shutil
+
+        from envbuilder.docker.diagnose import diagnose_docker
+        from envbuilder.proc import run_command
+
+        binary = self._docker_binary or shutil.which("docker") or "docker"
+        what = f"logging in to {registry}"
+        # The password goes on stdin only: never argv (visible in ps) and never a log line.
+        result = run_command([binary, "login", registry, "--username", username, "--password-stdin"],
+                             stdin_data=password + "\n", timeout=120)
+        if result.missing:
+            raise DockerError("engine-missing", f"{binary} is not installed",
+                                  "install the docker client, or pass --docker PATH")
+        if not result.ok:
+            raise diagnose_docker(result.stderr or result.stdout, what=what)
+        self._credentials_changed()
+        return result.stdout.strip()
+
+    def _credentials_changed(self) -> None:
+        """Docker's config changed (a login): an engine that cached it reads it again."""
 

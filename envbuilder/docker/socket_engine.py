@@ -1,5 +1,6 @@
-"""The local engine over its unix socket, on the standard library: `EngineSocket` (JSON over HTTP/1.1, the API
-version negotiated once) and `SocketEngine`, the Engine (see engine.py) built on it.
+"""The local engine over its unix socket, on the standard library: `EngineSocket` (JSON over HTTP/1.1 through
+unixhttp.py, the API version negotiated only when the engine refuses ours) and `SocketEngine`, the Engine
+(see engine.py) built on it.
 
 Chosen for a local, plain engine because the docker SDK's import alone (requests, urllib3) costs more than
 everything else `envbuilder run --image` adds to a `docker run`. Pulling (which needs the registry auth the SDK
@@ -9,18 +10,17 @@ Must not import the docker SDK, requests or urllib3 at module level, nor the CLI
 
 from __future__ import annotations
 
-import functools
 import json
-import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from envbuilder.docker.diagnose import diagnose_docker
 from envbuilder.docker.base_engine import EngineBase, gpu_count, shm_bytes, split_ref
 from envbuilder.docker.streams import demuxed
+from envbuilder.docker.unixhttp import Response, UnixConnection
 from envbuilder.errors import DockerError
 
 # The Engine API version these requests were written against: Docker 20.10's. Every field used here
@@ -41,52 +41,71 @@ def pick_api_version(server: str | None, server_min: str | None) -> str:
     return PREFERRED_API_VERSION
 
 
-@functools.cache
-def _unix_connection_class() -> type:
-    import http.client  # deferred: ~20 ms, and only commands that talk to the engine need it
-
-    class UnixHTTPConnection(http.client.HTTPConnection):
-        """HTTP/1.1 over a unix socket (keep-alive as usual; the host name is only for the Host header)."""
-
-        def __init__(self, path: str, timeout: float | None) -> None:
-            super().__init__("localhost", timeout=timeout)
-            self.socket_path = path
-            self.requests = 0
-
-        def connect(self) -> None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            try:
-                sock.connect(self.socket_path)
-            except BaseException:
-                sock.close()
-                raise
-            self.sock = sock
-
-    return UnixHTTPConnection
-
-
 class EngineSocket:
-    """A minimal Docker Engine API client on the standard library: JSON over HTTP/1.1 on the engine's unix
-    socket, idle connections kept alive for reuse (one per request in flight, so threads may share it), the
-    API version negotiated once (GET /version). Errors: HTTP status >= 400 becomes a diagnosed DockerError
-    naming what was being done, with 404 answered as None where the caller asks for it (missing_ok)."""
+    """A minimal Docker Engine API client on the standard library: JSON over HTTP/1.1 (unixhttp.py) on the
+    engine's unix socket, idle connections kept alive for reuse (one per request in flight, so threads may
+    share it). Requests speak our API version (1.41) at once, as the docker CLI does after its ping; an engine
+    that refuses it answers 400 naming its range, and then the version is negotiated (GET /version) and the
+    request sent again: one round trip saved on every command, since every engine from Docker 20.10 to those
+    that dropped 1.41 says so the same way. Errors: HTTP status >= 400 becomes a diagnosed DockerError naming
+    what was being done, with 404 answered as None where the caller asks for it (missing_ok)."""
 
     def __init__(self, path: str, *, timeout: float | None = 120) -> None:
         self.path = path
         self.timeout = timeout
-        self._idle: list[Any] = []
+        self._idle: list[UnixConnection] = []
         self._lock = threading.Lock()
+        self._negotiated: str | None = None
 
-    @cached_property
+    @property
     def version(self) -> str:
-        info = self.call("GET", "/version", what="connecting to Docker", versioned=False) or {}
-        return pick_api_version(info.get("ApiVersion"), info.get("MinAPIVersion"))
+        """The API version requests speak: ours until the engine refused it, then the one negotiated."""
+        return self._negotiated or PREFERRED_API_VERSION
+
+    def negotiate(self) -> str:
+        """Ask the engine which API versions it speaks (GET /version) and pick ours or the nearest; once."""
+        if self._negotiated is None:
+            info = self.call("GET", "/version", what="connecting to Docker", versioned=False) or {}
+            self._negotiated = pick_api_version(info.get("ApiVersion"), info.get("MinAPIVersion"))
+        return self._negotiated
 
     def call(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None, body: Any = None,
              timeout: float | None | str = "default", missing_ok: bool = False, versioned: bool = True) -> Any:
         """One request; its JSON answer (None for an empty one, or for a 404 when missing_ok)."""
         response, conn = self._send(method, path, what=what, query=query, body=body, timeout=timeout, versioned=versioned)
+        data = self._read_all(response, conn, what)
+        if response.status >= 400:
+            if response.status == 404 and missing_ok:
+                return None
+            message = _error_message(response.status, data)
+            if versioned and self._refuses_version(response.status, message):
+                return self.call(method, path, what=what, query=query, body=body, timeout=timeout,
+                                 missing_ok=missing_ok, versioned=versioned)
+            raise diagnose_docker(message, what=what)
+        return json.loads(data) if data.strip() else None
+
+    def stream(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None) -> Iterator[bytes]:
+        """A streaming request (no read timeout): its body as it arrives, chunked transfer decoded."""
+        response, conn = self._send(method, path, what=what, query=query, body=None, timeout=None, versioned=True)
+        if response.status >= 400:
+            message = _error_message(response.status, self._read_all(response, conn, what))
+            if self._refuses_version(response.status, message):
+                return self.stream(method, path, what=what, query=query)
+            raise diagnose_docker(message, what=what)
+        return self._body(response, conn)
+
+    def _refuses_version(self, status: int, message: str) -> bool:
+        """Whether the engine refused our API version (then negotiated now, so the caller sends it again).
+        Docker answers 400 "client version 1.41 is too new. Maximum supported API version is 1.40" (or "too
+        old. Minimum ..."); engines before 17.04 said "client is newer than server"."""
+        if status != 400 or self._negotiated is not None:
+            return False
+        if not ("client version" in message and (" is too new" in message or " is too old" in message)
+                or "client is newer than server" in message):
+            return False
+        return self.negotiate() != PREFERRED_API_VERSION
+
+    def _read_all(self, response: Response, conn: UnixConnection, what: str) -> bytes:
         try:
             data = response.read()
         except OSError as exc:  # timed out, or the engine went away
@@ -96,44 +115,18 @@ class EngineSocket:
             conn.close()
             raise
         self._release(conn, response)
-        if response.status >= 400:
-            if response.status == 404 and missing_ok:
-                return None
-            raise diagnose_docker(_error_message(response.status, data), what=what)
-        return json.loads(data) if data.strip() else None
+        return data
 
-    def stream(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None) -> Iterator[bytes]:
-        """A streaming request (no read timeout): its body as it arrives, chunked transfer decoded."""
-        response, conn = self._send(method, path, what=what, query=query, body=None, timeout=None, versioned=True)
-        if response.status >= 400:
-            data = response.read()
-            self._release(conn, response)
-            raise diagnose_docker(_error_message(response.status, data), what=what)
-        return self._body(response, conn)
-
-    def _body(self, response: Any, conn: Any) -> Iterator[bytes]:
-        import http.client
-
+    def _body(self, response: Response, conn: UnixConnection) -> Iterator[bytes]:
         try:
-            while True:
-                try:
-                    chunk = response.read1(_LOG_READ_BYTES)
-                except http.client.IncompleteRead as exc:  # the engine went away mid-stream
-                    chunk, response = exc.partial, None
-                if chunk:
-                    yield chunk
-                if not chunk or response is None:
-                    break
-        except BaseException:  # the caller stopped reading (Ctrl-C, an error): never reuse a half-read stream
-            conn.close()
+            while chunk := response.read1(_LOG_READ_BYTES):
+                yield chunk
+        except BaseException:  # the caller stopped reading (Ctrl-C, an error), or the engine went away mid-stream:
+            conn.close()  # never reuse a half-read stream
             raise
-        if response is None:
-            conn.close()
-        else:
-            self._release(conn, response)
+        self._release(conn, response)  # a stream the engine cut short (response.truncated) is closed there
 
-    def _send(self, method, path, *, what, query, body, timeout, versioned):
-        import http.client
+    def _send(self, method, path, *, what, query, body, timeout, versioned) -> tuple[Response, UnixConnection]:
         from urllib.parse import urlencode
 
         url = (f"/v{self.version}{path}" if versioned else path) + (f"?{urlencode(query)}" if query else "")
@@ -144,14 +137,15 @@ class EngineSocket:
             reused = conn.requests > 0
             try:
                 conn.request(method, url, body=payload, headers=headers)
+                response = conn.getresponse(method)
                 conn.requests += 1
-                return conn.getresponse(), conn
+                return response, conn
             except (ConnectionResetError, BrokenPipeError) as exc:  # RemoteDisconnected is a ConnectionResetError
                 conn.close()
                 if reused and attempt == 1:  # the engine closed an idle keep-alive connection: one fresh try
                     continue
                 raise self._unreachable(exc, what) from None
-            except (OSError, http.client.HTTPException) as exc:  # no socket, refused, permission denied, timed out
+            except OSError as exc:  # no socket, refused, permission denied, timed out, not HTTP
                 conn.close()
                 raise self._unreachable(exc, what) from None
         raise AssertionError("unreachable")
@@ -165,17 +159,15 @@ class EngineSocket:
             text = f"Cannot connect to the Docker daemon at unix://{self.path}. Is the docker daemon running? ({exc})"
         return diagnose_docker(text, what=what)
 
-    def _acquire(self, timeout: float | None) -> Any:
+    def _acquire(self, timeout: float | None) -> UnixConnection:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = _unix_connection_class()(self.path, timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
+            conn = UnixConnection(self.path, timeout)
+        conn.settimeout(timeout)
         return conn
 
-    def _release(self, conn: Any, response: Any) -> None:
+    def _release(self, conn: UnixConnection, response: Response) -> None:
         if response.will_close or conn.sock is None:
             conn.close()
             return
@@ -220,7 +212,7 @@ class SocketEngine(EngineBase):
         return self._sdk.client
 
     def ping(self) -> None:
-        self.api.version  # noqa: B018 - the first request negotiates the API version
+        self.api.negotiate()
 
     def image_inspect(self, ref: str) -> dict | None:
         return self.api.call("GET", f"/images/{_quote(ref)}/json", what=f"inspecting {ref}", missing_ok=True)
@@ -235,6 +227,25 @@ class SocketEngine(EngineBase):
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         self.api.call("DELETE", f"/images/{_quote(ref)}", what=f"removing {ref}", query={"force": int(force)},
                       missing_ok=True)
+
+    def save_images(self, refs: Sequence[str]) -> Iterator[bytes]:
+        # Repeated `names` parameters (GET /images/get): one archive, so layers the images share are stored once.
+        return self.api.stream("GET", "/images/get", what=f"saving {', '.join(refs)}",
+                               query=[("names", ref) for ref in refs])  # type: ignore[arg-type]
+
+    def load_images(self, data: BinaryIO) -> tuple[str, ...]:
+        return self._sdk.load_images(data)  # a streamed tarball upload, like import_image
+
+    # Registry work needs Docker's auth (config.json, credential helpers), which the SDK reads: handed over.
+    def push(self, ref: str, *, on_line: Callable[[str], None] | None = None) -> str:
+        return self._sdk.push(ref, on_line=on_line)
+
+    def registry_digest(self, ref: str) -> str | None:
+        return self._sdk.registry_digest(ref)
+
+    def _credentials_changed(self) -> None:
+        if "_sdk" in self.__dict__:
+            self._sdk._credentials_changed()
 
     def run_detached(
         self,
@@ -251,6 +262,9 @@ class SocketEngine(EngineBase):
         labels: Mapping[str, str] | None = None,
         network: str | None = None,
         attach: bool = False,
+        ports: Iterable[tuple[str, int, int, str]] = (),  # (host IP, host port, container port, tcp|udp)
+        cpus: float | None = None,
+        memory: str | None = None,
     ) -> str:
         """Start a container in the background and return its id. An image that is not here is pulled first.
 
@@ -260,10 +274,11 @@ class SocketEngine(EngineBase):
         what = f"starting a container of {image}"
         body = _create_body(image, command, mounts=mounts, env=env, user=user, workdir=workdir, gpus=gpus,
                             shm_size=shm_size, labels=labels, network=network, attach=attach)
+        _add_ports_and_limits(body, ports, cpus, memory)
         query = {"name": name} if name else None
         created = self.api.call("POST", "/containers/create", what=what, query=query, body=body, missing_ok=True)
         if created is None:  # 404: no such image here; `docker run` pulls it (with the SDK's registry auth)
-            self._sdk.pull(image, what=what)
+            self.pull(image, what=what)
             created = self.api.call("POST", "/containers/create", what=what, query=query, body=body)
         container_id = created["Id"]
         if attach:
@@ -275,6 +290,10 @@ class SocketEngine(EngineBase):
             self._drop_attached(container_id)
             raise
         return container_id
+
+    def pull(self, ref: str, *, what: str | None = None) -> None:
+        """Pulled through the SDK engine: it reads the registry auth (Docker's config, credential helpers)."""
+        self._sdk.pull(ref, what=what)
 
     def container_state(self, container_id: str) -> dict | None:
         info = self.api.call("GET", f"/containers/{_quote(container_id)}/json", what="inspecting a container",
@@ -313,6 +332,11 @@ class SocketEngine(EngineBase):
                               query={"all": 1, "filters": json.dumps({"label": [f"{key}={value}"]})})
         return [item["Id"] for item in found or ()]
 
+    def images_labelled(self, key: str, value: str | None = None) -> list[dict]:
+        label = key if value is None else f"{key}={value}"
+        found = self.api.call("GET", "/images/json", what="listing images", query={"filters": json.dumps({"label": [label]})})
+        return list(found or ())
+
 
 def _create_body(image: str, command: list[str], *, mounts: Iterable[tuple[str, str, bool]],
                  env: Mapping[str, str] | None, user: str | None, workdir: str | None, gpus: str | int | None,
@@ -340,3 +364,18 @@ def _create_body(image: str, command: list[str], *, mounts: Iterable[tuple[str, 
     if workdir:
         body["WorkingDir"] = workdir
     return body
+
+
+def _add_ports_and_limits(body: dict[str, Any], ports: Iterable[tuple[str, int, int, str]], cpus: float | None,
+                          memory: str | None) -> None:
+    """`docker run -p/--cpus/--memory` in a create body: what the docker CLI sends for them."""
+    host_config = body["HostConfig"]
+    for host_ip, host_port, container_port, protocol in ports:
+        key = f"{container_port}/{protocol}"
+        body.setdefault("ExposedPorts", {})[key] = {}
+        host_config.setdefault("PortBindings", {}).setdefault(key, []).append(
+            {"HostIp": host_ip, "HostPort": str(host_port)})
+    if cpus is not None:
+        host_config["NanoCpus"] = int(round(cpus * 1e9))  # --cpus 1.5 is 1.5e9 nano-CPUs, as the CLI sends it
+    if memory is not None:
+        host_config["Memory"] = shm_bytes(memory)
