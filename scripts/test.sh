@@ -10,6 +10,16 @@ if [ "${ENVBUILDER_SKIP_DOCKER:-}" != 1 ]; then
   bash scripts/system-deps.sh
   bash scripts/engine.sh
 fi
+# A single-node Slurm cluster for the `submit --to slurm` tests (skippable on machines that must not run daemons).
+if [ "${ENVBUILDER_SKIP_SLURM:-}" != 1 ] && [ "${ENVBUILDER_SKIP_DOCKER:-}" != 1 ]; then
+  bash scripts/slurm.sh
+fi
+# SkyPilot's own task parser checks the rendered tasks; it pins click < 8.2, so it lives in its own venv.
+skypilot_venv=${ENVBUILDER_SKYPILOT_VENV:-$HOME/.cache/envbuilder-skypilot}
+if [ -z "${ENVBUILDER_SKYPILOT_PYTHON:-}" ] && [ ! -x "$skypilot_venv/bin/sky" ]; then
+  python3 -m venv "$skypilot_venv" && "$skypilot_venv/bin/pip" install -q --disable-pip-version-check skypilot
+fi
+export ENVBUILDER_SKYPILOT_PYTHON=${ENVBUILDER_SKYPILOT_PYTHON:-$skypilot_venv/bin/python}
 args=()
 for a in "$@"; do
   if [ "$a" = "--slow" ]; then args+=(--run-slow); else args+=("$a"); fi
