@@ -24,7 +24,7 @@ fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then
   rm -f "$sock" /var/run/docker.pid
-  setsid dockerd >"$log" 2>&1 < /dev/null &
+  setsid dockerd >>"$log" 2>&1 < /dev/null &
 fi
 for _ in $(seq 1 120); do
   if engine_answers; then exit 0; fi
