@@ -6,7 +6,7 @@ exactly the same path from a project to a Plan. Heavy modules are imported insid
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,15 +16,25 @@ from envbuilder.settings import Settings
 # Values are imported for annotations only: `envbuilder run --image` goes through run_project and must not load
 # the resolver's pydantic models (about 0.15 s) that plan_project and build_project need.
 if TYPE_CHECKING:
+    from envbuilder.defaults import Defaults, Layer
     from envbuilder.host.types import HostInfo
     from envbuilder.project.spec import ProjectSpec
     from envbuilder.resolve.matrix import Matrix
     from envbuilder.resolve.plan import Plan, ResolveRequest, Target, TargetFlags
+    from envbuilder.resolve.python_fit import PythonFit
+    from envbuilder.resolve.served import IndexSnapshot
     from envbuilder.build.image import BuiltImage
+    from envbuilder.build.images import ImageEntry, PruneResult
+    from envbuilder.build.bundle import WrittenBundle
     from envbuilder.run.launch import ProjectImage, ProjectRun, RunRequest
+    from envbuilder.run.record import RunRecord
     from envbuilder.run.spec import RunOptions
+    from envbuilder.cluster.submit import SubmitRequest, Submission
     from envbuilder.docker.engine import Engine
     from envbuilder.render.network import NetworkOptions
+    from envbuilder.build.labels import ImageFit
+    from envbuilder.build.registry import RegistryOptions
+    from envbuilder.build.spec import BuildRequestOptions
 
 
 def load_settings_matrix(settings: Settings) -> Matrix:
@@ -36,10 +46,10 @@ def load_settings_matrix(settings: Settings) -> Matrix:
 
 def detect_for(flags: TargetFlags) -> HostInfo | None:
     """Detect the host unless the flags declare the whole target (a GPU-less CI resolving for a cloud GPU)."""
-    from envbuilder.host.probes import detect_host
-
     if flags.gpu is not None and flags.os is not None and flags.arch is not None:
         return None
+    from envbuilder.host.probes import detect_host  # only when probing: it loads subprocess and the parsers
+
     return detect_host()
 
 
@@ -60,12 +70,19 @@ def plan_project(
     matrix: Matrix | None = None,
     torch_index: str | None = None,
     index_required: bool = True,
+    network: NetworkOptions | None = None,
+    project: ProjectSpec | None = None,
 ) -> tuple[ProjectSpec, Plan]:
     """Read the project, detect (or take) the target, and resolve its plan. Raises EnvbuilderError.
 
-    torch_index: a mirror that replaces the flavour's PyTorch index (--torch-index-url). Its torch-family
-    pages are read first, so that the plan only picks builds the mirror really serves. When it cannot be read,
-    index_required decides between an error (build, run) and a warning in the plan (render, resolve).
+    torch_index: a mirror that replaces the flavour's PyTorch index (--torch-index-url; network's when not
+    given). Its torch-family pages are read first, so that the plan only picks builds the mirror really serves.
+    When it cannot be read, index_required decides between an error (build, run) and a warning in the plan.
+    Then the project's whole dependency set is checked with uv on the Pythons the chosen torch build allows
+    (check_python_fit), from network's indexes (PyPI by default), unless request.offline: the plan takes the
+    highest Python on which everything installs. Offline or with no index reachable, the matrix alone decides,
+    and the plan warns that the other dependencies were not checked.
+    network is completed from the project's [defaults] (project_network); `project`: SOURCE already read.
     """
     from envbuilder.resolve.plan import ResolveRequest, TargetFlags
     from envbuilder.resolve.resolver import resolve
@@ -73,7 +90,9 @@ def plan_project(
 
     flags = TargetFlags() if flags is None else flags
     request = ResolveRequest() if request is None else request
-    project = read_project(source, ref=ref, settings=settings)
+    project = project if project is not None else read_project(source, ref=ref, settings=settings)
+    network = project_network(project, network)
+    torch_index = torch_index or network.torch_index_url
     matrix = matrix or load_settings_matrix(settings)
     if host is None:
         host = detect_for(flags)
@@ -83,6 +102,7 @@ def plan_project(
     if torch_index:
         from envbuilder.errors import EnvbuilderError
         from envbuilder.index.snapshot import snapshot_index
+        from envbuilder.notices import Notice
 
         try:
             available = snapshot_index(torch_index)
@@ -90,11 +110,103 @@ def plan_project(
             # A build needs the mirror anyway, so it fails here, early; a render may be for another network.
             if index_required:
                 raise
-            unread = f"{exc.message}; resolved from the matrix alone, so the mirror may not serve this build"
-    plan = resolve(project, target, matrix, request, available)
+            unread = Notice("mirror-unread", f"{exc.message}; resolved from the matrix alone, so the mirror may not "
+                            "serve this build", exc.hint)
+    plan = resolve(project, target, matrix, request, available, torch_index_url=torch_index)
+    fit = check_python_fit(project, plan, matrix, available, settings=settings, network=network)
+    if fit is not None:
+        # A pure second pass: the same choice of torch, on the Python the check found (or a conflict).
+        plan = resolve(project, target, matrix, request, available, torch_index_url=torch_index, python_fit=fit)
     if unread:
         plan = plan.model_copy(update={"warnings": plan.warnings + (unread,)})
     return project, plan
+
+
+def project_network(project: ProjectSpec, network: NetworkOptions | None) -> NetworkOptions:
+    """`network` (flags over the environment over the user config) with the project's own [defaults] filling
+    what it leaves unset: the lowest layer of envbuilder.defaults, merged by the same rule."""
+    from envbuilder.defaults import given_layer, merge
+    from envbuilder.render.network import NetworkOptions
+
+    network = network if network is not None else NetworkOptions()
+    layer, _ = _project_defaults(Path(project.source.path))
+    if layer is None:
+        return network
+    return NetworkOptions(**merge([layer, given_layer(network.model_dump())]).fields())
+
+
+def _project_defaults(folder: Path) -> tuple[Layer | None, str | None]:
+    """(the project's [defaults] as a layer, the config file it is read from)."""
+    from envbuilder.defaults import project_layer
+    from envbuilder.project.config import PYPROJECT, TABLE_PREFIX, load_config
+
+    config = load_config(folder)
+    if config.source is None:
+        return None, None
+    where = f"{folder.resolve() / config.source} " + (f"[{TABLE_PREFIX}.defaults]" if config.source == PYPROJECT else "[defaults]")
+    return project_layer(config.defaults, folder, where), where
+
+
+@dataclass(frozen=True)
+class EffectiveDefaults:
+    """What `envbuilder config show` prints: every default's value and origin, and the files that were read."""
+
+    defaults: Defaults
+    project_config: str | None  # the project's config file and table; None when it has none
+    user_config: Path | None  # the user config file in use; None when none exists
+    user_config_paths: tuple[Path, ...]  # where it was looked for, first match wins
+
+    def to_json(self) -> dict:
+        from envbuilder.defaults import KEYS
+
+        return {"project_config": self.project_config, "user_config": str(self.user_config or "") or None,
+                "user_config_paths": [str(p) for p in self.user_config_paths], "values": self.defaults.to_json(),
+                "unset": [key.name for key in KEYS if key.name not in self.defaults.settings]}
+
+
+def effective_defaults(source: str | None, layers: Iterable[Layer | None], *, ref: str | None = None,
+                       settings: Settings) -> EffectiveDefaults:
+    """The build and network defaults a command run on SOURCE gets: its project's [defaults] under `layers`
+    (the user config's, the environment's and the flags', as envbuilder.cli.netopts reads them). A git URL is
+    fetched (its project layer counts too); SOURCE None leaves the project layer out."""
+    from envbuilder.defaults import merge
+
+    project, where = None, None
+    if source is not None:
+        from envbuilder.run.launch import project_folder
+
+        folder, _ = project_folder(source, ref, settings)
+        project, where = _project_defaults(folder)
+    paths = tuple(settings.config_paths())
+    found = next((path for path in paths if path.is_file()), None)
+    return EffectiveDefaults(merge([project, *layers]), where, found, paths)
+
+
+def check_python_fit(project: ProjectSpec, plan: Plan, matrix: Matrix, available: IndexSnapshot | None = None, *,
+                     settings: Settings, network: NetworkOptions | None = None) -> PythonFit | None:
+    """Whether the project's whole dependency set installs alongside the plan's torch, on which Python (highest
+    first, stopping at the first that installs). None when there is nothing to check besides the torch family.
+    Answers are cached under the data dir (envbuilder.index.installability); offline gives a warning only."""
+    from envbuilder.index.installability import check_installability
+    from envbuilder.resolve.python_fit import InstallReport, fit_from_report
+    from envbuilder.resolve.resolver import install_requests, plan_pins
+
+    requests = install_requests(project, plan, matrix, available,
+                                index_url=network.index_url if network is not None else None,
+                                extra_index_urls=network.extra_index_urls if network is not None else (),
+                                find_links=network.find_links if network is not None else ())
+    if not requests:
+        return None
+    probes, seconds = [], 0.0
+    for install in requests:  # one request per run of Pythons whose requirement set is the same
+        report = check_installability(install, settings, offline=plan.request.offline)
+        if not report.checked:
+            return fit_from_report(report)
+        probes += report.probes
+        seconds += report.seconds
+        if probes and probes[-1].installs:
+            break
+    return fit_from_report(InstallReport(True, report.platform, tuple(probes), seconds=seconds), plan_pins(plan))
 
 
 @dataclass(frozen=True)
@@ -125,38 +237,104 @@ def build_project(
     no_cache: bool = False,
     on_line: Callable[[str], None] | None = None,
     engine: Engine | None = None,
+    registry: RegistryOptions | None = None,
+    cache_from: tuple[str, ...] = (),
+    cache_to: str | None = None,
+    platform: str | None = None,
+    extra_tags: tuple[str, ...] = (),
 ) -> ProjectBuild:
     """Read, resolve and build SOURCE's image, or find it: an unchanged project returns its image at once.
 
     The one path from a project to an image, for `envbuilder build`, `run` and host applications.
     network: the network flags (mirrors, find-links, CA bundle, proxies, base image); dockerfile: an edited
     Dockerfile to build instead of rendering one; lock: a requirements lock to install exactly, by hash.
+    registry: where to reuse the image from (the content-addressed tag) and push it; None: the user config's
+    `registry`, for reuse only. cache_from/cache_to: registry layer caches; platform: "linux/arm64" (buildx).
     """
     from envbuilder.build.image import build_image
+    from envbuilder.build.inputs import check_image_tag
     from envbuilder.render.network import NetworkOptions
     from envbuilder.resolve.plan import ResolveRequest
 
+    for name in (tag, *extra_tags):  # before resolving, which may ask an index: a bad tag is known at once
+        check_image_tag(name)
     network = network or NetworkOptions()
     request = ResolveRequest() if request is None else request
     if engine is None:
         from envbuilder.docker.engine import Docker
 
         engine = Docker(settings.docker_binary)
+    spec = read_project(source, ref=ref, settings=settings)
+    network = project_network(spec, network)  # the base image may be the project's default
     request = pin_base_python(request, network, engine)
-    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings,
-                              torch_index=network.torch_index_url)
+    spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings, network=network,
+                              project=spec)
     locked = None
     if lock is not None:
         from envbuilder.build.lockfile import load_lock
 
         locked = load_lock(lock, plan)
+    if registry is None:
+        from envbuilder.build.registry import RegistryOptions, configured_registry
+
+        configured = configured_registry(settings)
+        registry = RegistryOptions(configured, push=False) if configured else None
     built = build_image(
         plan, network.render_options(netrc=netrc is not None), project_dir=Path(spec.source.path),
         settings=settings, docker=engine, tag=tag, dockerfile_override=dockerfile, network=network.network,
         proxies=network.proxy_env(), ca_cert=Path(network.ca_cert) if network.ca_cert else None, netrc=netrc,
-        on_line=on_line, force=no_cache, locked=locked,
+        on_line=on_line, force=no_cache, locked=locked, registry=registry,
+        extra=_build_extras(spec, plan, settings, cache_from=cache_from, cache_to=cache_to, platform=platform,
+                            extra_tags=extra_tags),
     )
     return ProjectBuild(spec, plan, built)
+
+
+def _build_extras(project: ProjectSpec, plan: Plan, settings: Settings, *, cache_from: tuple[str, ...],
+                  cache_to: str | None, platform: str | None, extra_tags: tuple[str, ...]) -> BuildRequestOptions:
+    """What a build gets besides its Dockerfile: OCI provenance and target labels, caches, platform, tags."""
+    from envbuilder.build.labels import local_provenance, provenance_labels, target_labels
+    from envbuilder.build.spec import BuildRequestOptions
+
+    if plan.project and plan.project.git_url:
+        source, revision = plan.project.git_url, plan.project.commit
+    else:
+        source, revision = local_provenance(Path(project.source.path))
+    labels = {**provenance_labels(source, revision), **target_labels(plan, load_settings_matrix(settings))}
+    return BuildRequestOptions(labels=labels, cache_from=tuple(cache_from), cache_to=cache_to, platform=platform,
+                               extra_tags=tuple(extra_tags))
+
+
+def login_registry(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
+                   settings: Settings, engine: Engine | None = None) -> str:
+    """`envbuilder login`: store the registry credentials in Docker's config (docker login), trusting ca_cert for
+    the registry first when given. The docker CLI's answer."""
+    from envbuilder.build.registry import login
+
+    return login(engine or _engine_for(settings), registry, username, password, ca_cert=ca_cert)
+
+
+def inspect_image(ref: str, *, settings: Settings, engine: Engine | None = None, flags: TargetFlags | None = None,
+                  host: HostInfo | None = None, pull: bool = False) -> ImageFit:
+    """`envbuilder image inspect`: the image's labels and whether it runs on this host's GPU and driver (or on the
+    target the flags declare). pull: fetch it first when it is not here."""
+    from envbuilder.build.labels import image_fit
+    from envbuilder.errors import DockerError
+    from envbuilder.resolve.plan import TargetFlags
+    from envbuilder.resolve.target import target_for
+
+    engine = engine or _engine_for(settings)
+    info = engine.image_inspect(ref)
+    if info is None and pull:
+        engine.pull(ref, what=f"inspecting {ref}")
+        info = engine.image_inspect(ref)
+    if info is None:
+        raise DockerError("image-not-found", f"image {ref} is not available locally",
+                          "pull it first, or pass --pull")
+    flags = TargetFlags() if flags is None else flags
+    matrix = load_settings_matrix(settings)
+    target = target_for(host if host is not None else detect_for(flags), flags, matrix)
+    return image_fit(ref, info, target, matrix)
 
 
 def pin_base_python(request: ResolveRequest, network: NetworkOptions, engine: Engine) -> ResolveRequest:
@@ -167,6 +345,15 @@ def pin_base_python(request: ResolveRequest, network: NetworkOptions, engine: En
     from envbuilder.build.base import base_python
 
     return request.model_copy(update={"python": base_python(engine, network.base_image)})
+
+
+def project_image(made: ProjectBuild) -> ProjectImage:
+    """What a run (local or on a cluster) keeps of the image build_project made or found."""
+    from envbuilder.run.launch import ProjectImage
+    from envbuilder.run.record import plan_summary
+
+    return ProjectImage(made.image.image, plan_summary(made.plan, plan_hash=made.image.plan_hash),
+                        made.plan.project_name, made)
 
 
 def run_project(
@@ -185,25 +372,152 @@ def run_project(
     on_image: Callable[[ProjectImage], None] | None = None,
     on_line: Callable[[str], None] | None = None,
     on_job: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    on_start: Callable[[RunRecord], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    on_pull: Callable[[str], None] | None = None,
 ) -> ProjectRun:
     """Run a job, a bare command or the pipeline (`what`) from SOURCE, in `image` as it is or in the project's
     image, built by build_project when it is missing or stale. The one path for `envbuilder run`, `pipeline`
     and host applications; flags, request and network only matter when the image is built.
-    on_image is told the image (and, when built here, its ProjectBuild) before anything runs.
+    on_image is told the image (and, when built here, its ProjectBuild) before anything runs; on_start, each
+    run's record once it is recorded; on_progress, a job's progress bar as it is redrawn; on_pull, an `image`
+    pulled because it is not here (envbuilder.run.launch.run_project).
     """
-    from envbuilder.run.launch import ProjectImage, run_project as run_in_image
-    from envbuilder.run.record import plan_summary
+    from envbuilder.run.launch import run_project as run_in_image
 
+    if image is not None and image.startswith("@"):
+        from envbuilder.build.registry import expand_image_ref
+
+        image = expand_image_ref(image, settings)
     if engine is None:
         from envbuilder.docker.engine import Docker
 
         engine = Docker(settings.docker_binary)
 
     def build(project_source: str, commit: str | None) -> ProjectImage:
-        made = build_project(project_source, ref=commit, flags=flags, request=request, network=network,
-                             settings=settings, on_line=on_build_line, engine=engine)
-        return ProjectImage(made.image.image, plan_summary(made.plan, plan_hash=made.image.plan_hash),
-                            made.plan.project_name, made)
+        return project_image(build_project(project_source, ref=commit, flags=flags, request=request, network=network,
+                                           settings=settings, on_line=on_build_line, engine=engine))
 
     return run_in_image(source, what, settings=settings, ref=ref, options=options, image=image,
-                        build=build, docker=engine, on_image=on_image, on_line=on_line, on_job=on_job)
+                        build=build, docker=engine, on_image=on_image, on_line=on_line, on_job=on_job,
+                        on_warning=on_warning, on_start=on_start, on_progress=on_progress, on_pull=on_pull)
+
+
+def submit_project(
+    source: str,
+    what: SubmitRequest,
+    *,
+    ref: str | None = None,
+    flags: TargetFlags | None = None,
+    request: ResolveRequest | None = None,
+    network: NetworkOptions | None = None,
+    settings: Settings,
+    engine: Engine | None = None,
+    on_build_line: Callable[[str], None] | None = None,
+    on_image: Callable[[ProjectImage], None] | None = None,
+) -> Submission:
+    """Submit a job or command (`what`) from SOURCE to a cluster (envbuilder.cluster.submit.submit_job), in
+    `what.image` or in the project's image built for the cluster's GPU: declared `flags` win, else the target
+    the profile and the job's resources give (the user's machine may have no GPU)."""
+    from envbuilder.cluster.submit import submit_job
+
+    if engine is None:
+        from envbuilder.docker.engine import Docker
+
+        engine = Docker(settings.docker_binary)
+
+    def build(project_source: str, commit: str | None, cluster_flags: TargetFlags) -> ProjectImage:
+        chosen = flags if flags is not None and not flags.empty else cluster_flags
+        return project_image(build_project(project_source, ref=commit, flags=chosen, request=request, network=network,
+                                           settings=settings, on_line=on_build_line, engine=engine))
+
+    return submit_job(source, what, settings=settings, matrix=load_settings_matrix(settings), ref=ref, build=build,
+                      docker=engine, on_image=on_image)
+
+
+@dataclass(frozen=True)
+class ProjectBundle:
+    """What bundle_project did: the build it bundled (built here or found) and the bundle file it wrote."""
+
+    build: ProjectBuild
+    bundle: WrittenBundle
+
+    def to_json(self) -> dict:
+        return {**self.bundle.to_json(), "image": self.build.image.image, "plan_hash": self.build.image.plan_hash,
+                "cached": self.build.image.cached, "torch": self.build.plan.torch.local, "python": self.build.plan.python}
+
+
+def bundle_project(
+    source: str,
+    *,
+    output: Path,
+    ref: str | None = None,
+    flags: TargetFlags | None = None,
+    request: ResolveRequest | None = None,
+    network: NetworkOptions | None = None,
+    settings: Settings,
+    dockerfile: Path | None = None,
+    netrc: Path | None = None,
+    lock: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
+) -> ProjectBundle:
+    """Build SOURCE's image as build_project does (or find it), then write the air-gap bundle of it to `output`:
+    the image and its local base, the lock, the wheelhouse and the manifest (see envbuilder.build.bundle)."""
+    from envbuilder.build.bundle import write_bundle
+    from envbuilder.render.network import NetworkOptions
+
+    network = network or NetworkOptions()
+    if engine is None:
+        from envbuilder.docker.engine import Docker
+
+        engine = Docker(settings.docker_binary)
+    made = build_project(source, ref=ref, flags=flags, request=request, network=network, settings=settings,
+                         dockerfile=dockerfile, netrc=netrc, lock=lock, on_line=on_line, engine=engine)
+    network = project_network(made.project, network)
+    written = write_bundle(made.image, made.plan, network.render_options(), docker=engine, output=Path(output),
+                           lock=lock, check_plan=dockerfile is None,
+                           ca_cert=Path(network.ca_cert) if network.ca_cert else None, proxies=network.proxy_env(),
+                           on_step=on_step)
+    return ProjectBundle(made, written)
+
+
+def list_project_images(source: str | None, *, settings: Settings, engine: Engine | None = None) -> list[ImageEntry]:
+    """The images built from SOURCE's checkout (a folder, or a git URL), newest first; None: every envbuilder image."""
+    from envbuilder.build.images import list_images
+
+    return list_images(engine or _engine_for(settings), _checkout_of(source) if source is not None else None)
+
+
+def prune_project_images(source: str | None, *, keep: int = 1, dry_run: bool = False, settings: Settings,
+                         engine: Engine | None = None, on_removed: Callable[[ImageEntry], None] | None = None) -> PruneResult:
+    """Remove the superseded images of SOURCE's checkout (None: of every checkout), keeping the newest `keep` of
+    each, and never an image that a run recorded as running or queued uses (the run store, read only)."""
+    from envbuilder.build.images import list_images, prune_images
+    from envbuilder.run.store import RunStore
+
+    engine = engine or _engine_for(settings)
+    entries = list_images(engine, _checkout_of(source) if source is not None else None)
+    in_use: set[str] = set()
+    store = RunStore.from_settings(settings)
+    for status in ("running", "queued"):
+        for record in store.list_runs(limit=None, status=status):
+            info = engine.image_inspect(record.image) if record.image else None
+            if info is not None:
+                in_use.add(info["Id"])
+    return prune_images(engine, entries, keep=keep, in_use=in_use, dry_run=dry_run, on_removed=on_removed)
+
+
+def _checkout_of(source: str) -> str:
+    from envbuilder.build.images import project_checkout
+    from envbuilder.project.gitsource import looks_like_git_url, redact
+
+    return project_checkout(source, git_url=redact(source) if looks_like_git_url(source) else None)
+
+
+def _engine_for(settings: Settings) -> Engine:
+    from envbuilder.docker.engine import Docker
+
+    return Docker(settings.docker_binary)

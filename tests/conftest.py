@@ -39,6 +39,25 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def offline_by_default(monkeypatch):
+    """The CLI asks PyPI (through uv) whether a project's dependencies install unless told not to: every test
+    runs it as `--offline` would (ENVBUILDER_OFFLINE=1, inherited by CLI subprocesses too). Tests of the checked
+    path monkeypatch.delenv it and point --index-url at the loopback index (support/local_index.py)."""
+    monkeypatch.setenv("ENVBUILDER_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_user_defaults(monkeypatch, tmp_path_factory):
+    """Tests never read the machine's own user config or ENVBUILDER_* defaults (envbuilder.defaults): each one
+    starts with an empty XDG config folder; tests of the layers write their own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    monkeypatch.delenv("ENVBUILDER_CONFIG", raising=False)
+    for variable in ("BASE_IMAGE", "INDEX_URL", "EXTRA_INDEX_URL", "TORCH_INDEX_URL", "FIND_LINKS", "CA_CERT",
+                     "HOST_CA", "NETWORK"):
+        monkeypatch.delenv(f"ENVBUILDER_{variable}", raising=False)
+
+
 @dataclass
 class CliResult:
     exit_code: int

@@ -40,7 +40,7 @@ def test_image_has_the_plans_torch_python_and_onnxruntime(build_env, cpuproj_ima
     labels = build_env.docker.image_inspect(cpuproj_image.image)["Config"]["Labels"]
     assert labels["org.envbuilder.build-key"] == cpuproj_image.build_key
     assert labels["org.envbuilder.torch"] == "2.13.0+cpu"
-    assert build_env.docker.image_inspect("envbuilder/cpuproj:latest")["Id"] == cpuproj_image.image_id
+    assert build_env.docker.image_inspect(cpuproj_image.image.split(":")[0] + ":latest")["Id"] == cpuproj_image.image_id
 
 
 def test_unchanged_rebuild_is_cached_and_fast(build_env, cpuproj_image, cpuproj_plan, cpuproj_dir):
@@ -73,21 +73,23 @@ def test_source_change_rebuilds_only_the_project_layer(build_env, cpuproj_image,
     assert not second.cached and second.build_key != first.build_key
     status = {s.title.split("]")[0] + "]": s.status for s in second.steps if s.title.startswith("[")}
     assert status["[torch 1/1]"] == "cached" and status["[dependencies 1/1]"] == "cached", status
-    assert status["[project 2/2]"] == "done"
+    # cpuproj is a package ([tool.setuptools]): the copy, then its editable install
+    assert status["[project 2/3]"] == "done" and status["[project 3/3]"] == "done", status
     code, output = run_in_image(build_env.docker, second.image, ["python", "-c", "import cpuproj.extra as e; print(e.ANSWER)"])
     assert (code, output.strip()) == (0, "42")
 
 
 def test_failed_build_keeps_the_previous_image_and_its_log(build_env, cpuproj_image, cpuproj_plan, cpuproj_dir):
-    latest_before = build_env.docker.image_inspect("envbuilder/cpuproj:latest")["Id"]
+    repo = cpuproj_image.image.split(":")[0]
+    latest_before = build_env.docker.image_inspect(f"{repo}:latest")["Id"]
     broken = cpuproj_plan.model_copy(update={"dependencies": ("envbuilder-no-such-package-4f2a==1.0",)})
     with pytest.raises(DockerError) as err:
         build_env.build(broken, cpuproj_dir)
     log = Path(err.value.context["log"])
     assert log.is_file() and "envbuilder-no-such-package-4f2a" in log.read_text()
     assert str(log) in err.value.hint
-    assert build_env.docker.image_inspect("envbuilder/cpuproj:latest")["Id"] == latest_before
-    assert build_env.docker.image_inspect(f"envbuilder/cpuproj:{err.value.context['build_key'][:16]}") is None
+    assert build_env.docker.image_inspect(f"{repo}:latest")["Id"] == latest_before
+    assert build_env.docker.image_inspect(f"{repo}:{err.value.context['build_key'][:16]}") is None
     assert build_env.docker.image_inspect(cpuproj_image.image) is not None
 
 
@@ -155,9 +157,14 @@ def test_ctrl_c_kills_the_build_and_moves_no_tag(build_env, cpuproj_image, cpupr
     """KeyboardInterrupt mid-build (raised where Ctrl-C lands: in the line loop): the CLI child dies, no tag."""
     from envbuilder.proc import run_command
 
+    from envbuilder.build.images import project_checkout
+    from envbuilder.build.key import image_repo
+
     project = copy_project("cpuproj", tmp_path)
+    repo = image_repo("cpuproj", project_checkout(project))
+    first = build_env.build(cpuproj_plan, project)  # this checkout's :latest, which the interrupted build must not move
+    latest_before = build_env.docker.image_inspect(f"{repo}:latest")["Id"]
     (project / "interrupted.txt").write_text("x\n")  # a new key
-    latest_before = build_env.docker.image_inspect("envbuilder/cpuproj:latest")["Id"]
 
     def ctrl_c_at_python_step(line: str) -> None:
         if line.startswith("#") and "[python 1/1]" in line:
@@ -168,10 +175,10 @@ def test_ctrl_c_kills_the_build_and_moves_no_tag(build_env, cpuproj_image, cpupr
     logs = sorted(build_env.settings.logs_dir.glob("build-*.log"), key=lambda p: p.stat().st_mtime)
     assert logs[-1].read_text().rstrip().splitlines()[-1].startswith("# envbuilder: interrupted")
     key16 = logs[-1].name.split("-")[1]
-    assert build_env.docker.image_inspect(f"envbuilder/cpuproj:{key16}") is None
-    assert build_env.docker.image_inspect("envbuilder/cpuproj:latest")["Id"] == latest_before
+    assert build_env.docker.image_inspect(f"{repo}:{key16}") is None
+    assert build_env.docker.image_inspect(f"{repo}:latest")["Id"] == latest_before == first.image_id
     ps = run_command(["ps", "-eo", "args"], timeout=10)
-    assert f"envbuilder/cpuproj:{key16}" not in ps.stdout, "the docker build client is still running"
+    assert f"{repo}:{key16}" not in ps.stdout, "the docker build client is still running"
 
 
 def test_cli_and_api_build_the_same_plan_and_key(cli, build_env, cpuproj_image, cpuproj_dir, torch_cpu_index):
@@ -181,14 +188,15 @@ def test_cli_and_api_build_the_same_plan_and_key(cli, build_env, cpuproj_image, 
 
     from envbuilder.api import build_project, plan_project
     from envbuilder.render.network import NetworkOptions
-    from envbuilder.resolve.plan import TargetFlags
+    from envbuilder.resolve.plan import ResolveRequest, TargetFlags
 
     flags = TargetFlags(**CPU_TARGET)
     network = NetworkOptions(base_image=build_env.base_image, torch_index_url=torch_cpu_index.url,
                              ca_cert=str(HOST_CA), network="host")
-    _, unpinned = plan_project(str(cpuproj_dir), flags=flags, settings=build_env.settings)
+    offline = ResolveRequest(offline=True)  # as the CLI here (conftest's ENVBUILDER_OFFLINE=1)
+    _, unpinned = plan_project(str(cpuproj_dir), flags=flags, request=offline, settings=build_env.settings)
     assert unpinned.python != "3.11"
-    api = build_project(str(cpuproj_dir), flags=flags, network=network, settings=build_env.settings,
+    api = build_project(str(cpuproj_dir), flags=flags, request=offline, network=network, settings=build_env.settings,
                         engine=build_env.docker)
     result = cli("--data-dir", str(build_env.settings.data_dir), "build", str(cpuproj_dir), "--target-os", "linux",
                  "--target-arch", "x86_64", "--gpu", "none", "--base-image", build_env.base_image,

@@ -19,6 +19,7 @@ from envbuilder.resolve.plan import Plan, Target, TorchChoice, plan_digest
 from envbuilder.render import RenderOptions
 from envbuilder.settings import Settings
 from support.fake_engine import FakeEngine
+from support.certs import pem_certificates
 
 CAPTURED = Path(__file__).parent / "support" / "captured"
 
@@ -235,9 +236,10 @@ def _build(project, tmp_path, docker, **kwargs):
 def test_second_build_is_cached_without_the_cli(project, tmp_path):
     docker = fake_docker()
     first = _build(project, tmp_path, docker)
-    assert not first.cached and first.image.startswith("envbuilder/my-project:")
+    latest = first.image.split(":")[0] + ":latest"
+    assert not first.cached and first.image.startswith("envbuilder/my-project-")  # a checkout digest follows
     assert first.image.endswith(first.build_key[:16])
-    assert docker.images["envbuilder/my-project:latest"]["Id"] == first.image_id
+    assert docker.images[latest]["Id"] == first.image_id
     assert first.log.is_file() and "torch==2.13.0+cpu" in first.log.read_text()
     assert first.steps[1].status == "done"
     second = _build(project, tmp_path, docker)
@@ -250,7 +252,8 @@ def test_second_build_is_cached_without_the_cli(project, tmp_path):
 
 def test_the_ca_bundle_and_credentials_do_not_change_the_key(project, tmp_path):
     ca1, ca2 = tmp_path / "ca1.pem", tmp_path / "ca2.pem"
-    ca1.write_text("CA-BYTES-ONE"), ca2.write_text("CA-BYTES-TWO")
+    one, two = pem_certificates(2)  # real PEM (a bundle OpenSSL cannot load is refused); markers outside the blocks
+    ca1.write_text(one + "# CA-BYTES-ONE\n"), ca2.write_text(two + "# CA-BYTES-TWO\n")
     docker = fake_docker()
     a = _build(project, tmp_path, docker, ca_cert=ca1, proxies={"HTTPS_PROXY": "http://p:1"})
     b = _build(project, tmp_path, docker, ca_cert=ca2)
@@ -296,14 +299,15 @@ def test_local_find_links_are_served_and_force_host_network(project, tmp_path):
 def test_a_failed_build_names_its_log_and_keeps_the_previous_image(project, tmp_path):
     good = _build(project, tmp_path, fake_docker())
     docker = fake_docker("fail")
-    docker.images.update({good.image: {"Id": good.image_id}, "envbuilder/my-project:latest": {"Id": good.image_id}})
+    latest = good.image.split(":")[0] + ":latest"
+    docker.images.update({good.image: {"Id": good.image_id}, latest: {"Id": good.image_id}})
     (project / "train.py").write_text("print('changed')\n")
     with pytest.raises(DockerError) as err:
         _build(project, tmp_path, docker)
     log = Path(err.value.context["log"])
     assert err.value.code == "dependency-unresolvable" and str(log) in err.value.hint
     assert "No solution found" in log.read_text() and "failed" in log.read_text()
-    assert docker.images["envbuilder/my-project:latest"]["Id"] == good.image_id
+    assert docker.images[latest]["Id"] == good.image_id
 
 
 def test_ctrl_c_keeps_the_log_and_applies_no_tag(project, tmp_path):
@@ -337,14 +341,15 @@ def test_build_project_pins_python_to_the_base_images(tmp_path):
     docker.images["py312-base"] = {"Id": "sha256:b312", "Config": {"Labels": {"org.envbuilder.python": "3.12"}}}
     flags = TargetFlags(os="linux", arch="x86_64", gpu="none")
     settings = Settings(tmp_path / "home")
-    pinned = build_project(str(project), flags=flags, network=NetworkOptions(base_image="py312-base"),
+    offline = ResolveRequest(offline=True)  # the dependency check is tested in test_resolve_installs.py
+    pinned = build_project(str(project), flags=flags, request=offline, network=NetworkOptions(base_image="py312-base"),
                            settings=settings, engine=docker)
     assert pinned.plan.python == "3.12" and pinned.image.plan_hash == plan_digest(pinned.plan)
     assert "FROM py312-base" in Path(docker.builds[0].dockerfile).read_text()
-    asked = build_project(str(project), flags=flags, request=ResolveRequest(python="3.11"),
+    asked = build_project(str(project), flags=flags, request=ResolveRequest(python="3.11", offline=True),
                           network=NetworkOptions(base_image="py312-base"), settings=settings, engine=docker)
     assert asked.plan.python == "3.11"  # an explicit Python is the user's: kept, even against the base
-    unbased = build_project(str(project), flags=flags, settings=settings, engine=docker)
+    unbased = build_project(str(project), flags=flags, request=offline, settings=settings, engine=docker)
     assert unbased.plan.python not in ("3.11", "3.12")  # the matrix's newest: what a base image must override
 
 

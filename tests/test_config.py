@@ -115,7 +115,7 @@ def test_envbuilder_toml_wins_with_a_note(tmp_path):
     write(tmp_path, 'system-packages = ["ffmpeg"]\n', name="envbuilder.toml")
     config = load_config(tmp_path)
     assert config.system_packages == ("ffmpeg",) and config.source == "envbuilder.toml"
-    assert any("envbuilder.toml" in note and "ignoring" in note for note in config.notes)
+    assert any("envbuilder.toml" in note and "ignoring" in note for note in map(str, config.notes))
 
 
 def test_no_config_is_an_empty_config(tmp_path):
@@ -254,7 +254,7 @@ def test_json_schema_describes_the_job_fields():
     text = json.dumps(schema)  # it is JSON
     assert json.loads(text) == schema
     assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert set(schema["properties"]) == {"system-packages", "jobs", "pipeline"}
+    assert set(schema["properties"]) == {"system-packages", "jobs", "pipeline", "defaults"}
     job = schema["$defs"]["Job"]
     assert {"command", "description", "mounts", "artifacts", "env", "gpus", "shm-size", "workdir", "metrics",
             "resume-arg", "needs", "timeout", "exports"} <= set(job["properties"])

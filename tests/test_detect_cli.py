@@ -59,14 +59,15 @@ def test_detect_exits_0_when_nvidia_smi_fails(cli, fake_bin):
     result = cli("detect", "--json")
     assert result.exit_code == 0, result.stderr
     findings = json.loads(result.stdout)["findings"]
-    assert any("nvidia-smi exited with status 9 (something broke)" in f for f in findings)
+    assert any("nvidia-smi exited with status 9 (something broke)" in f["message"] for f in findings)
+    assert "probe-failed" in {f["code"] for f in findings}
 
 
 def test_detect_timeout_option(cli, fake_bin):
     fake_bin("nvidia-smi", f"exec {SLEEP} 30")
     result = cli("detect", "--json", "--timeout", "1")
     assert result.exit_code == 0, result.stderr
-    assert any("timed out after 1 s" in f for f in json.loads(result.stdout)["findings"])
+    assert any("timed out after 1 s" in f["message"] for f in json.loads(result.stdout)["findings"])
 
 
 def test_detect_human_output_shows_findings(cli, fake_bin):

@@ -27,6 +27,7 @@ from envbuilder.host.parsers import (
 )
 from envbuilder.host.probes import detect_host
 from envbuilder.host.types import HostInfo
+from envbuilder.notices import Notice
 
 HOST_DATA = Path(__file__).parent / "data" / "host"
 CAT = shutil.which("cat")
@@ -264,7 +265,7 @@ def test_detect_mixed_gpus_notes_the_spread(tmp_path):
     fake_nvidia_smi(bin_dir, query="nvidia-smi-query-mixed.csv", header="nvidia-smi-mixed.txt")
     host = linux(tmp_path, bin_dir)
     assert [g.compute_capability for g in host.gpus] == ["8.9", "6.1"]
-    assert any("different compute capabilities (6.1, 8.9)" in f for f in host.findings)
+    assert any("different compute capabilities (6.1, 8.9)" in f for f in map(str, host.findings))
 
 
 def test_detect_old_driver_falls_back_to_query_without_compute_cap(tmp_path):
@@ -276,7 +277,7 @@ def test_detect_old_driver_falls_back_to_query_without_compute_cap(tmp_path):
     assert [g.name for g in host.gpus] == ["Tesla K80", "Tesla K80"]
     assert all(g.compute_capability is None for g in host.gpus)
     assert (host.nvidia_driver, host.cuda_driver_version) == ("470.182.03", "11.4")
-    assert any("compute_cap" in f and "unknown" in f for f in host.findings)
+    assert any("compute_cap" in f and "unknown" in f for f in map(str, host.findings))
 
 
 def test_detect_unavailable_capability_is_a_finding(tmp_path):
@@ -284,7 +285,7 @@ def test_detect_unavailable_capability_is_a_finding(tmp_path):
     fake_nvidia_smi(bin_dir, query="nvidia-smi-query-na.csv", header="nvidia-smi-v100.txt")
     host = linux(tmp_path, bin_dir)
     assert host.gpus[0].compute_capability is None
-    assert any("no compute capability for GPU 0" in f for f in host.findings)
+    assert any("no compute capability for GPU 0" in f for f in map(str, host.findings))
 
 
 def test_detect_mig_lines_are_noted(tmp_path):
@@ -292,7 +293,7 @@ def test_detect_mig_lines_are_noted(tmp_path):
     fake_nvidia_smi(bin_dir, query="nvidia-smi-query-a100-mig.csv", header="nvidia-smi-t4.txt")
     host = linux(tmp_path, bin_dir)
     assert len(host.gpus) == 1
-    assert any("2 MIG device(s)" in f for f in host.findings)
+    assert any("2 MIG device(s)" in f for f in map(str, host.findings))
 
 
 def test_detect_hung_nvidia_smi_times_out(tmp_path):
@@ -302,7 +303,7 @@ def test_detect_hung_nvidia_smi_times_out(tmp_path):
     host = linux(tmp_path, bin_dir, timeout=1)
     assert time.monotonic() - started < 10
     assert host.gpu_vendor == "none" and host.gpus == ()
-    assert any(f.startswith("nvidia-smi timed out after 1 s; the driver may be hung") for f in host.findings)
+    assert any(f.startswith("nvidia-smi timed out after 1 s; the driver may be hung") for f in map(str, host.findings))
 
 
 def test_detect_hung_nvidia_smi_with_loaded_driver_keeps_the_driver_version(tmp_path):
@@ -311,7 +312,7 @@ def test_detect_hung_nvidia_smi_with_loaded_driver_keeps_the_driver_version(tmp_
     root = make_root(tmp_path, nvidia_proc="proc-driver-nvidia-version.txt")
     host = linux(tmp_path, bin_dir, root=root, timeout=1)
     assert (host.gpu_vendor, host.gpus, host.nvidia_driver) == ("nvidia", (), "570.124.06")
-    assert any("timed out" in f and "570.124.06" in f for f in host.findings)
+    assert any("timed out" in f and "570.124.06" in f for f in map(str, host.findings))
 
 
 def test_detect_garbage_output(tmp_path):
@@ -319,7 +320,7 @@ def test_detect_garbage_output(tmp_path):
     fake_program(bin_dir, "nvidia-smi", "echo 'Segmentation fault? %%% 0xdeadbeef'")
     host = linux(tmp_path, bin_dir)
     assert host.gpu_vendor == "none"
-    assert any("could not read" in f and "0xdeadbeef" in f for f in host.findings)
+    assert any("could not read" in f and "0xdeadbeef" in f for f in map(str, host.findings))
 
 
 def test_detect_nonzero_exit(tmp_path):
@@ -327,7 +328,7 @@ def test_detect_nonzero_exit(tmp_path):
     fake_program(bin_dir, "nvidia-smi", "echo 'Unable to determine the device handle for GPU0000:01:00.0: Unknown Error' >&2\nexit 9")
     host = linux(tmp_path, bin_dir)
     assert host.gpu_vendor == "none"
-    assert any(f.startswith("nvidia-smi exited with status 9 (Unable to determine the device handle") for f in host.findings)
+    assert any(f.startswith("nvidia-smi exited with status 9 (Unable to determine the device handle") for f in map(str, host.findings))
 
 
 @pytest.mark.parametrize("sample_name,rc,words", [
@@ -340,7 +341,7 @@ def test_detect_known_nvidia_smi_failures(tmp_path, sample_name, rc, words):
     fake_nvidia_smi(bin_dir, query=sample_name, query_rc=rc)
     host = linux(tmp_path, bin_dir)
     assert host.gpu_vendor == "none" and host.gpus == ()
-    assert any(words in f for f in host.findings)
+    assert any(words in f for f in map(str, host.findings))
 
 
 def test_detect_banner_failure_only_loses_the_cuda_version(tmp_path):
@@ -349,20 +350,20 @@ def test_detect_banner_failure_only_loses_the_cuda_version(tmp_path):
     host = linux(tmp_path, bin_dir)
     assert host.gpu_vendor == "nvidia" and host.nvidia_driver == "535.104.05"
     assert host.cuda_driver_version is None
-    assert any("CUDA version is unknown" in f for f in host.findings)
+    assert any("CUDA version is unknown" in f for f in map(str, host.findings))
 
 
 def test_detect_missing_nvidia_smi_uses_proc_driver_version(tmp_path):
     root = make_root(tmp_path, nvidia_proc="proc-driver-nvidia-version-open.txt")
     host = linux(tmp_path, tmp_path / "empty-bin", root=root)
     assert (host.gpu_vendor, host.nvidia_driver, host.gpus) == ("nvidia", "565.57.01", ())
-    assert any("nvidia-smi was not found" in f for f in host.findings)
+    assert any("nvidia-smi was not found" in f for f in map(str, host.findings))
 
 
 def test_detect_cpu_only(tmp_path):
     host = linux(tmp_path, tmp_path / "empty-bin")
     assert (host.gpu_vendor, host.gpus, host.nvidia_driver, host.rocm_version) == ("none", (), None, None)
-    assert host.findings == ("no NVIDIA or AMD GPU was found; this host runs on CPU only",)
+    assert host.findings == (Notice("cpu-only-host", "no NVIDIA or AMD GPU was found; this host runs on CPU only"),)
 
 
 def test_detect_wsl_finds_nvidia_smi_in_the_wsl_lib_dir(tmp_path):
@@ -399,7 +400,7 @@ def test_detect_rocminfo_found_under_opt_rocm_bin(tmp_path):
     fake_program(root / "opt/rocm/bin", "rocminfo", prints("rocminfo-rx7900xtx.txt"))
     host = linux(tmp_path, tmp_path / "empty-bin", root=root)
     assert host.gpu_vendor == "amd" and host.gpus[0].gfx_arch == "gfx1100"
-    assert any("ROCm version is unknown" in f for f in host.findings)
+    assert any("ROCm version is unknown" in f for f in map(str, host.findings))
 
 
 def test_detect_rocminfo_failure_falls_back_to_agent_enumerator(tmp_path):
@@ -410,7 +411,7 @@ def test_detect_rocminfo_failure_falls_back_to_agent_enumerator(tmp_path):
     host = linux(tmp_path, bin_dir, root=make_root(tmp_path, rocm_version="opt-rocm-info-version.txt"))
     assert host.gpu_vendor == "amd" and len(host.gpus) == 8
     assert host.gpus[0].name == "AMD Instinct MI300X OAM" and host.gpus[7].name == "AMD GPU (gfx942)"
-    assert any("not loaded" in f and "rocm_agent_enumerator" in f for f in host.findings)
+    assert any("not loaded" in f and "rocm_agent_enumerator" in f for f in map(str, host.findings))
 
 
 def test_detect_hung_rocminfo_times_out(tmp_path):
@@ -420,13 +421,13 @@ def test_detect_hung_rocminfo_times_out(tmp_path):
     host = linux(tmp_path, bin_dir, timeout=1)
     assert time.monotonic() - started < 10
     assert host.gpu_vendor == "none"
-    assert any(f.startswith("rocminfo timed out after 1 s") for f in host.findings)
+    assert any(f.startswith("rocminfo timed out after 1 s") for f in map(str, host.findings))
 
 
 def test_detect_kfd_without_rocm_tools_is_a_finding(tmp_path):
     host = linux(tmp_path, tmp_path / "empty-bin", root=make_root(tmp_path, kfd=True))
     assert host.gpu_vendor == "none"
-    assert any("/dev/kfd exists" in f for f in host.findings)
+    assert any("/dev/kfd exists" in f for f in map(str, host.findings))
 
 
 def test_detect_apple_silicon(tmp_path):
@@ -449,7 +450,7 @@ def test_detect_rosetta_reports_arm64(tmp_path):
     fake_program(bin_dir, "sysctl", 'case "$*" in *proc_translated*) echo 1;; *brand_string*) echo "Apple M1";; esac')
     host = detect_host(path=str(bin_dir), root=tmp_path, env={}, system="Darwin", machine="x86_64")
     assert (host.arch, host.gpu_vendor, host.gpus[0].name) == ("arm64", "apple", "Apple M1")
-    assert any("Rosetta" in f for f in host.findings)
+    assert any("Rosetta" in f for f in map(str, host.findings))
 
 
 def test_detect_intel_mac_is_cpu_only(tmp_path):

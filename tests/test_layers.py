@@ -23,7 +23,8 @@ DOC = PACKAGE.parent / "docs" / "architecture.md"
 
 # The foundation: small top-level modules every stage may use.
 FOUNDATION = "foundation"
-FOUNDATION_MODULES = ("values", "errors", "error_codes", "redact", "quantities", "imagelayout", "settings")
+FOUNDATION_MODULES = ("values", "errors", "error_codes", "notices", "redact", "quantities", "imagelayout", "settings",
+                      "defaults")
 
 # unit -> (envbuilder units it may import, pure?). A unit is a stage folder, `proc`, `api`, or the foundation.
 # Pure: imports no subprocess, socket, ssl, http, urllib.request/urllib.error or docker SDK, and no
@@ -35,16 +36,22 @@ LAYERS: dict[str, tuple[tuple[str, ...], bool]] = {
     "project": ((FOUNDATION, "proc"), False),
     "resolve": ((FOUNDATION, "host", "project"), True),
     "render": ((FOUNDATION, "project", "resolve"), True),
-    "index": ((FOUNDATION, "project", "resolve"), False),
+    "index": ((FOUNDATION, "proc", "project", "resolve"), False),
     "docker": ((FOUNDATION, "proc"), False),
     "build": ((FOUNDATION, "proc", "project", "resolve", "render", "index", "docker"), False),
     "run": ((FOUNDATION, "proc", "host", "project", "resolve", "render", "docker", "build"), False),
-    "api": ((FOUNDATION, "proc", "host", "project", "resolve", "render", "index", "docker", "build", "run"), False),
-    "cli": ((FOUNDATION, "proc", "host", "project", "resolve", "render", "index", "docker", "build", "run", "api"), False),
+    "cluster": ((FOUNDATION, "proc", "project", "resolve", "render", "docker", "run"), False),
+    "api": ((FOUNDATION, "proc", "host", "project", "resolve", "render", "index", "docker", "build", "run", "cluster"),
+            False),
+    "cli": ((FOUNDATION, "proc", "host", "project", "resolve", "render", "index", "docker", "build", "run", "cluster",
+             "api"), False),
 }
 # Within the impure host and project folders, these modules are pure (the readers, values and parsers).
 PURE_MODULES = ("host.types", "host.parsers", "project.spec", "project.markers", "project.found",
-                "project.pyproject", "project.setuptools", "project.requirements")
+                "project.pyproject", "project.setuptools", "project.requirements", "project.conda", "project.locks",
+                "project.install",
+                "cluster.profiles", "cluster.spec", "cluster.slurm", "cluster.kubernetes", "cluster.skypilot",
+                "cluster.text")
 FORBIDDEN_EXTERNAL = ("subprocess", "socket", "ssl", "http", "urllib.request", "urllib.error", "docker")
 FORBIDDEN_OURS = ("envbuilder.proc", "envbuilder.docker")
 

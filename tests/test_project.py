@@ -45,7 +45,7 @@ def test_poetry_era_caret_tilde_and_explicit_source():
     assert index.kind == "poetry-source" and index.name == "pytorch-cu118" and index.explicit
     assert index.url == "https://download.pytorch.org/whl/cu118"
     assert index.packages == ("torch", "torchvision")
-    assert any("group 'dev' ignored" in n for n in spec.notes)
+    assert any("group 'dev' ignored" in n for n in map(str, spec.notes))
 
 
 def test_poetry_python_and_list_constraints_become_markers():
@@ -78,7 +78,7 @@ def test_poetry_constraints(constraint, expected):
 def test_poetry_or_constraint_is_noted_not_guessed():
     found = read_pyproject('[tool.poetry.dependencies]\nfoo = "^1.0 || ^2.0"\n')
     assert found.requirements == ["foo"]
-    assert any("||" in n for n in found.notes)
+    assert any("||" in n for n in map(str, found.notes))
 
 
 def test_requirements_only_options_includes_and_constraints():
@@ -96,7 +96,7 @@ def test_requirements_only_options_includes_and_constraints():
         ("extra-index-url", "https://pypi.org/simple"),
         ("find-links", "https://data.pyg.org/whl/torch-2.1.0+cu121.html"),
     ]
-    notes = "\n".join(spec.notes)
+    notes = "\n".join(map(str, spec.notes))
     assert "--trusted-host pypi.org ignored" in notes
     assert "editable install of the project itself" in notes
     assert "./vendor/some_pkg" in notes
@@ -135,7 +135,7 @@ def test_read_requirements_syntax():
         "foo==1.0", "bar @ https://example.org/bar-1.0.tar.gz#sha256=abc", 'baz>=1; python_version < "3.12"',
     ]
     assert [i.kind for i in out.indexes] == ["index-url", "extra-index-url"]
-    notes = "\n".join(out.notes)
+    notes = "\n".join(map(str, out.notes))
     assert "--pre ignored" in notes and "--weird-option" in notes and "--hash options ignored" in notes
     assert "pkg-1.0-py3-none-any.whl" in notes
 
@@ -156,7 +156,7 @@ def test_setuptools_dynamic_reads_named_files():
     assert spec.requirements == ("numpy>=1.26", "torch>=2.2")
     assert spec.optional == {"cuda": ("nvidia-ml-py>=12",)}
     assert "requirements/base.txt" in spec.files
-    assert any("dependencies are dynamic" in n for n in spec.notes)
+    assert any("dependencies are dynamic" in n for n in map(str, spec.notes))
 
 
 def test_uv_sources_with_markers_and_system_packages():
@@ -197,7 +197,7 @@ def test_setup_py_dynamic_is_noted_and_falls_back_to_requirements():
     assert spec.formats == ("setup.py", "requirements")
     assert spec.requirements == ("torch>=2.0", "einops")
     assert spec.optional == {}  # extras mutated under an `if`: not a literal
-    notes = "\n".join(spec.notes)
+    notes = "\n".join(map(str, spec.notes))
     assert "setup.py computes install_requires dynamically; not executed" in notes
     assert "setup.py computes extras_require dynamically; not executed" in notes
 
@@ -212,7 +212,7 @@ def test_setup_py_is_never_executed(tmp_path):
 
 def test_setup_py_syntax_error_is_a_note():
     found = read_setup_py("setup(name='x'\n")
-    assert found.requirements == [] and "could not be parsed" in found.notes[0]
+    assert found.requirements == [] and "could not be parsed" in found.notes[0].message
 
 
 def test_setup_cfg():
@@ -298,7 +298,7 @@ def test_missing_folder_and_file():
 def test_folder_without_metadata_is_a_note_not_an_error():
     spec = inspect_project(PROJECTS / "no-metadata")
     assert spec.formats == () and spec.requirements == ()
-    assert "declares no dependencies" in spec.notes[0]
+    assert "declares no dependencies" in spec.notes[0].message
 
 
 def test_requirement_cycles_and_escapes_are_guarded(tmp_path):
@@ -307,7 +307,7 @@ def test_requirement_cycles_and_escapes_are_guarded(tmp_path):
     (tmp_path.parent / "outside.txt").write_text("secret-package\n")
     spec = inspect_project(tmp_path)
     assert spec.requirements == ("foo", "bar")
-    assert any("outside the project" in n for n in spec.notes)
+    assert any("outside the project" in n for n in map(str, spec.notes))
 
 
 def test_symlink_out_of_the_project_is_not_read(tmp_path):
@@ -327,7 +327,7 @@ def test_dynamic_dependencies_without_files_fall_back_to_requirements_files(tmp_
     (tmp_path / "requirements-dev.txt").write_text("pytest\n")
     spec = inspect_project(tmp_path)
     assert spec.requirements == ("torch==2.5.1",)
-    assert any("requirements-dev.txt" in n and "not read" in n for n in spec.notes)
+    assert any("requirements-dev.txt" in n and "not read" in n for n in map(str, spec.notes))
 
 
 def test_import_roots_flat_layout():

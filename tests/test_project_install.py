@@ -44,7 +44,7 @@ def test_which_projects_are_packages(case):
         assert install is None
     else:
         assert (install.backend, install.requires, bool(install.compiles)) == (backend, requires, compiles)
-    assert (note is None and not notes) or (note is not None and note in " ".join(notes))
+    assert (note is None and not notes) or (note is not None and note in " ".join(map(str, notes)))
 
 
 def test_the_build_fixture_is_a_package_that_compiles(data_dir):

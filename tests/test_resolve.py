@@ -69,7 +69,7 @@ def test_h100_with_torch_below_2_gets_the_nearest_release_that_runs_and_says_so(
     plan = resolve(project("torch<2.0"), nvidia("570.86.10", "9.0"), MATRIX)
     assert plan.status == "potential-incompatibility"
     assert plan.torch.version.startswith("2.0.")
-    assert any("torch<2.0" in w for w in plan.warnings)
+    assert any("torch<2.0" in w for w in map(str, plan.warnings))
     assert has_sass(build_of(plan), "9.0")
 
 
@@ -90,7 +90,7 @@ def test_blackwell_on_a_driver_older_than_the_gpu_falls_back_to_cpu_with_the_dri
     plan = resolve(project("torch"), nvidia("550.54.14", "12.0"), MATRIX)
     assert plan.status == "cpu-fallback"
     assert plan.torch.flavor == "cpu"
-    assert any("driver to >= 57" in w for w in plan.warnings), plan.warnings
+    assert any("driver to >= 57" in w for w in map(str, plan.warnings)), plan.warnings
 
 
 @pytest.mark.parametrize("cc", ["6.0", "6.1", "7.0"])
@@ -106,14 +106,14 @@ def test_old_driver_uses_minor_version_compatibility_and_warns_about_ptx_and_tri
     plan = resolve(project("torch"), nvidia("470.82.01", "8.6"), MATRIX)
     assert plan.status == "minor-version-compat"
     assert plan.torch.cuda.startswith("11.")
-    assert any("PTX" in w and "Triton" in w for w in plan.warnings)
+    assert any("PTX" in w and "Triton" in w for w in map(str, plan.warnings))
 
 
 def test_driver_too_old_for_any_cuda_falls_back_to_cpu():
     plan = resolve(project("torch"), nvidia("418.40", "7.5"), MATRIX)
     assert plan.status == "cpu-fallback"
     assert plan.torch.flavor == "cpu"
-    assert any("update the NVIDIA driver to >=" in w for w in plan.warnings)
+    assert any("update the NVIDIA driver to >=" in w for w in map(str, plan.warnings))
 
 
 def test_explicit_minor_compat_prefers_the_newest_torch():
@@ -314,7 +314,7 @@ def test_every_gpu_generation_on_every_driver_gets_a_build_that_runs(cc, driver)
     plan = resolve(project("torch"), nvidia(driver, cc), MATRIX)
     if plan.status == "cpu-fallback":
         assert plan.torch.flavor == "cpu"
-        assert any("driver" in w or "kernels" in w for w in plan.warnings), plan.warnings
+        assert any("driver" in w or "kernels" in w for w in map(str, plan.warnings)), plan.warnings
         return
     build = build_of(plan)
     toolkit = MATRIX.cuda_toolkit(plan.torch.cuda)
@@ -322,7 +322,7 @@ def test_every_gpu_generation_on_every_driver_gets_a_build_that_runs(cc, driver)
     assert Version(plan.torch.cuda) >= Version(generation.min_cuda)
     if plan.status == "ok":
         assert Version(driver) >= Version(toolkit.min_driver_linux)
-        assert has_sass(build, cc) or (build.ptx and Version(build.ptx) <= Version(cc) and any("PTX" in w for w in plan.warnings))
+        assert has_sass(build, cc) or (build.ptx and Version(build.ptx) <= Version(cc) and any("PTX" in w for w in map(str, plan.warnings)))
     else:
         assert plan.status == "minor-version-compat"
         floor = MATRIX.minor_compat(int(plan.torch.cuda.split(".")[0])).min_driver_linux
@@ -335,10 +335,10 @@ def test_an_exact_torch_pin_is_kept_or_the_violation_is_named(version, cc):
     plan = resolve(project(f"torch=={version}"), nvidia("999.0", cc), MATRIX)
     if plan.torch.version == version:
         assert plan.status == "ok"
-        assert has_sass(build_of(plan), cc) or any("PTX" in w for w in plan.warnings)
+        assert has_sass(build_of(plan), cc) or any("PTX" in w for w in map(str, plan.warnings))
     else:
         assert plan.status == "potential-incompatibility"
-        assert any(f"torch=={version}" in w for w in plan.warnings)
+        assert any(f"torch=={version}" in w for w in map(str, plan.warnings))
         assert has_sass(build_of(plan), cc)
 
 
@@ -352,7 +352,7 @@ def test_minor_compat_reason_names_the_floor_it_relies_on():
 def test_an_nvidia_target_that_cannot_get_onnxruntime_gpu_is_warned():
     plan = resolve(project("torch", "onnxruntime"), nvidia("470.82.01", "8.6"), MATRIX)
     if "onnxruntime" in plan.companions:
-        assert any("CPU runtime" in w for w in plan.warnings)
+        assert any("CPU runtime" in w for w in map(str, plan.warnings))
     else:
         assert "onnxruntime-gpu" in plan.companions
 
@@ -379,7 +379,7 @@ def test_sass_for_an_earlier_minor_runs_whatever_toolkit_built_it():
 def test_minor_version_compatibility_never_serves_a_gpu_that_needs_ptx_jit(driver, compat, ok, words):
     fit = hardware_fit(PTX_ONLY_FOR_HOPPER, nvidia(driver, "9.0"), MATRIX, compat)
     assert fit.ok is ok
-    assert words in (" ".join(fit.warnings) if ok else fit.why_not)
+    assert words in (" ".join(map(str, fit.warnings)) if ok else fit.why_not)
 
 
 def test_auto_allows_minor_compatibility_only_with_the_gpu_known():

@@ -28,9 +28,12 @@ def _target_option_decorators(f):
                   help="Add a package the project imports but does not declare (repeatable), like `uv run --with`.")
     @click.option("--with-requirements", "with_files", multiple=True, metavar="FILE",
                   help="Add the packages a requirements file lists (repeatable).")
+    @click.option("--offline", is_flag=True, envvar="ENVBUILDER_OFFLINE",
+                  help="Ask no package index whether the project's other dependencies install on the chosen Python: "
+                       "the matrix alone decides (default: $ENVBUILDER_OFFLINE).")
     @functools.wraps(f)
     def wrapper(*args, target_os, target_arch, gpu, cuda_driver, compute_capability, gpu_arch,
-                python_pin, extras, cuda_compat, flavor, with_packages, with_files, **kwargs):
+                python_pin, extras, cuda_compat, flavor, with_packages, with_files, offline, **kwargs):
         def build():
             from envbuilder.project.inspect import read_with
             from envbuilder.resolve.plan import ResolveRequest, TargetFlags
@@ -38,7 +41,7 @@ def _target_option_decorators(f):
             flags = TargetFlags(os=target_os, arch=target_arch, gpu=gpu, cuda_driver=cuda_driver,
                                 compute_capability=tuple(compute_capability), gpu_arch=tuple(gpu_arch))
             request = ResolveRequest(python=python_pin, extras=tuple(extras), cuda_compat=cuda_compat, flavor=flavor,
-                                     with_packages=read_with(tuple(with_packages), tuple(with_files)))
+                                     with_packages=read_with(tuple(with_packages), tuple(with_files)), offline=offline)
             return flags, request
 
         return f(*args, build_target=build, **kwargs)

@@ -32,10 +32,11 @@ FORMATS = ("dockerfile", "bash", "powershell", "lock")
 def render(ctx: click.Context, source: str, ref: str | None, flags, request, network, fmt: str, output: str | None,
            venv: str | None, netrc: bool, no_copy: bool, lock_file: Path | None) -> None:
     """Render the plan for SOURCE as a Dockerfile, a bash or PowerShell install script, or an (unresolved) lock."""
-    from envbuilder.api import plan_project
+    from envbuilder.api import plan_project, project_network
 
-    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                          torch_index=network.torch_index_url, index_required=False)
+    project, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
+                                 network=network, index_required=False)
+    network = project_network(project, network)  # the project's [defaults] under the flags
     options = network.render_options(venv=venv, netrc=netrc, copy_project=not no_copy)
     if fmt == "dockerfile":
         from envbuilder.render.dockerfile import render_dockerfile, render_dockerignore
@@ -81,13 +82,13 @@ def render(ctx: click.Context, source: str, ref: str | None, flags, request, net
 def lock(ctx: click.Context, source: str, ref: str | None, flags, request, network, fmt: str, output: str | None,
          no_resolve: bool) -> None:
     """Resolve every package SOURCE needs on the target (uv pip compile, with hashes) and write a lock."""
-    from envbuilder.api import plan_project
+    from envbuilder.api import plan_project, project_network
     from envbuilder.build.lockfile import resolve_lock
     from envbuilder.render.lock import render_lock
 
-    _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                          torch_index=network.torch_index_url, index_required=False)
-    options = network.render_options()
+    project, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
+                                 network=network, index_required=False)
+    options = project_network(project, network).render_options()
     resolved = None if no_resolve else resolve_lock(plan, options)
     _emit(render_lock(plan, options, resolved, format=fmt), output)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from envbuilder.cli.netopts import network_options
 from envbuilder.cli.options import target_options
 from envbuilder.cli.output import console, emit_json, settings_of
 
@@ -12,21 +13,23 @@ from envbuilder.cli.output import console, emit_json, settings_of
 @click.argument("source", default=".", metavar="[PATH_OR_GIT_URL]")
 @click.option("--ref", help="Branch, tag or commit when SOURCE is a git URL.")
 @target_options
-@click.option("--torch-index-url", metavar="URL",
-              help="A mirror of the flavour's PyTorch index: resolve only to builds it really serves.")
+@network_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
 @click.pass_context
-def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, torch_index_url: str | None, as_json: bool) -> None:
+def resolve(ctx: click.Context, source: str, ref: str | None, flags, request, network, as_json: bool) -> None:
     """Pick Python, the torch build and its companions for SOURCE, and explain why.
 
     Target flags replace detection, so a GPU-less machine can resolve for a cloud GPU, e.g.
     `envbuilder resolve . --gpu nvidia --cuda-driver 570.86 --compute-capability 9.0`.
+    The project's other dependencies are checked with uv against --index-url/--extra-index-url/--find-links
+    (PyPI by default) and the project's own indexes, so the plan's Python is one on which they all install;
+    --offline skips the check. The network flags are those of `build`, so one command line serves both.
     """
     from envbuilder.api import plan_project
 
     # A conflict's JSON (status "conflict", its reasons) is printed by cli.main, like every command's errors.
     _, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
-                           torch_index=torch_index_url, index_required=False)
+                           network=network, index_required=False)
     if as_json:
         emit_json(plan.to_json())
         return
@@ -57,4 +60,4 @@ def _print_plan(plan) -> None:
     if plan.warnings:
         out.print("\n[bold yellow]warnings[/]")
         for warning in plan.warnings:
-            out.print(f"  ! {escape(warning)}", soft_wrap=True)
+            out.print(f"  ! {escape(warning.message)}", soft_wrap=True)

@@ -22,6 +22,7 @@ from envbuilder.host.parsers import (NVIDIA_QUERY_FIELDS, NVIDIA_QUERY_FIELDS_NO
                                      parse_nvidia_smi_header, parse_os_release, parse_rocm_agent_enumerator,
                                      parse_rocm_smi_product_names, parse_rocm_version, parse_rocminfo)
 from envbuilder.host.types import GpuInfo, GpuVendor, HostInfo
+from envbuilder.notices import Notice
 from envbuilder.proc import CommandResult, run_command
 
 # ---------------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ class _Found:
     rocm_version: str | None = None
 
 
-def _probe_nvidia(probe: _Probe, *, wsl: bool, findings: list[str]) -> _Found:
+def _probe_nvidia(probe: _Probe, *, wsl: bool, findings: list[Notice]) -> _Found:
     """NVIDIA GPUs, driver version and the driver's CUDA version, from nvidia-smi and /proc/driver/nvidia."""
     proc_text = probe.read("/proc/driver/nvidia/version")
     kernel_driver = parse_nvidia_proc_version(proc_text) if proc_text else None
@@ -102,12 +103,12 @@ def _probe_nvidia(probe: _Probe, *, wsl: bool, findings: list[str]) -> _Found:
     def without_smi(problem: str | None) -> _Found:
         if kernel_driver is None:
             if problem:
-                findings.append(problem)
+                findings.append(Notice("probe-failed", problem))
             return _Found()
         findings.append(
-            (problem + ". " if problem else "nvidia-smi was not found. ")
+            Notice("probe-failed", (problem + ". " if problem else "nvidia-smi was not found. ")
             + f"The NVIDIA kernel driver {kernel_driver} is loaded (/proc/driver/nvidia/version); "
-            "GPU models and compute capability are unknown"
+            "GPU models and compute capability are unknown")
         )
         return _Found(vendor="nvidia", nvidia_driver=kernel_driver)
 
@@ -118,7 +119,7 @@ def _probe_nvidia(probe: _Probe, *, wsl: bool, findings: list[str]) -> _Found:
     result = probe.run(exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits")
     output = result.stdout + "\n" + result.stderr
     if not result.ok and not result.timed_out and "is not a valid field" in output:
-        findings.append("this nvidia-smi is too old to report compute capability (compute_cap); it is left unknown")
+        findings.append(Notice("nvidia-smi-too-old", "this nvidia-smi is too old to report compute capability (compute_cap); it is left unknown"))
         fields = NVIDIA_QUERY_FIELDS_NO_CC
         result = probe.run(exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits")
         output = result.stdout + "\n" + result.stderr
@@ -126,7 +127,7 @@ def _probe_nvidia(probe: _Probe, *, wsl: bool, findings: list[str]) -> _Found:
     if result.timed_out:
         return without_smi(_failure("nvidia-smi", result, probe.timeout, "GPU detection skipped"))
     if "No devices were found" in output:
-        findings.append("nvidia-smi found no NVIDIA GPUs")
+        findings.append(Notice("no-nvidia-gpus", "nvidia-smi found no NVIDIA GPUs"))
         return _Found(nvidia_driver=kernel_driver)
     if "couldn't communicate with the NVIDIA driver" in output or "could not communicate with the NVIDIA driver" in output:
         return without_smi(
@@ -146,20 +147,20 @@ def _probe_nvidia(probe: _Probe, *, wsl: bool, findings: list[str]) -> _Found:
     mig_lines = [ln for ln in query.ignored_lines if ln.upper().startswith("MIG")]
     if mig_lines:
         findings.append(
-            f"nvidia-smi listed {len(mig_lines)} MIG device(s); they share their parent GPU's compute capability"
+            Notice("probe-lines-ignored", f"nvidia-smi listed {len(mig_lines)} MIG device(s); they share their parent GPU's compute capability")
         )
     if len(query.ignored_lines) > len(mig_lines):
-        findings.append(f"nvidia-smi printed {len(query.ignored_lines) - len(mig_lines)} line(s) that are not GPU rows; ignored")
+        findings.append(Notice("probe-lines-ignored", f"nvidia-smi printed {len(query.ignored_lines) - len(mig_lines)} line(s) that are not GPU rows; ignored"))
     missing_cc = [g.index for g in query.gpus if g.compute_capability is None]
     if missing_cc and fields is NVIDIA_QUERY_FIELDS:
-        findings.append(f"nvidia-smi gave no compute capability for GPU {', '.join(map(str, missing_cc))}; left unknown")
+        findings.append(Notice("compute-capability-unknown", f"nvidia-smi gave no compute capability for GPU {', '.join(map(str, missing_cc))}; left unknown"))
 
     header = probe.run(exe)
     header_driver, cuda = parse_nvidia_smi_header(header.stdout) if header.ok else (None, None)
     if not header.ok:
-        findings.append(_failure("nvidia-smi", header, probe.timeout, "the driver's CUDA version is unknown"))
+        findings.append(Notice("cuda-version-unknown", _failure("nvidia-smi", header, probe.timeout, "the driver's CUDA version is unknown")))
     elif cuda is None:
-        findings.append("nvidia-smi did not report the driver's CUDA version; it is unknown")
+        findings.append(Notice("cuda-version-unknown", "nvidia-smi did not report the driver's CUDA version; it is unknown"))
     return _Found(
         gpus=query.gpus,
         vendor="nvidia",
@@ -194,7 +195,7 @@ def _probe_rocm_version(probe: _Probe, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _probe_amd(probe: _Probe, env: Mapping[str, str], findings: list[str]) -> _Found:
+def _probe_amd(probe: _Probe, env: Mapping[str, str], findings: list[Notice]) -> _Found:
     """AMD GPUs from rocminfo, falling back to rocm_agent_enumerator (+ rocm-smi for names)."""
     bin_dirs = tuple(f"{d}/bin" for d in _rocm_dirs(env))
     kfd = probe.file("/dev/kfd").exists()
@@ -231,21 +232,21 @@ def _probe_amd(probe: _Probe, env: Mapping[str, str], findings: list[str]) -> _F
                 for i, gfx in enumerate(archs)
             )
             if problem:
-                findings.append(problem.replace("AMD GPU detection skipped", "used rocm_agent_enumerator instead"))
+                findings.append(Notice("rocm-fallback", problem.replace("AMD GPU detection skipped", "used rocm_agent_enumerator instead")))
                 problem = None
         elif not result.ok and not problem:
             problem = _failure("rocm_agent_enumerator", result, probe.timeout, "AMD GPU detection skipped")
 
     if problem:
-        findings.append(problem)
+        findings.append(Notice("probe-failed", problem))
     if gpus:
         if rocm_version is None:
-            findings.append("the ROCm version is unknown (no /opt/rocm/.info/version)")
+            findings.append(Notice("rocm-version-unknown", "the ROCm version is unknown (no /opt/rocm/.info/version)"))
         return _Found(gpus=gpus, vendor="amd", rocm_version=rocm_version)
     if kfd and not rocminfo and not enumerator:
         findings.append(
-            "/dev/kfd exists (the amdgpu compute driver is loaded) but neither rocminfo nor rocm_agent_enumerator "
-            "was found; install ROCm or pass --gpu amd --gpu-arch gfxNNN"
+            Notice("probe-failed", "/dev/kfd exists (the amdgpu compute driver is loaded) but neither rocminfo nor rocm_agent_enumerator "
+            "was found; install ROCm or pass --gpu amd --gpu-arch gfxNNN")
         )
     return _Found(rocm_version=rocm_version)
 
@@ -315,7 +316,7 @@ def detect_host(
     running_system = platform.system()
     os_name = normalise_os(system if system is not None else running_system)
     arch = normalise_arch(machine if machine is not None else platform.machine(), os_name)
-    findings: list[str] = []
+    findings: list[Notice] = []
 
     wsl = False
     os_release: str | None = None
@@ -326,7 +327,7 @@ def detect_host(
     elif os_name == "macos":
         os_release = _macos_release(probe)
         if arch == "x86_64" and _macos_runs_translated(probe):
-            findings.append("Python runs under Rosetta 2; the CPU is Apple Silicon, so arm64 is reported")
+            findings.append(Notice("rosetta", "Python runs under Rosetta 2; the CPU is Apple Silicon, so arm64 is reported"))
             arch = "arm64"
     elif os_name == "windows" and normalise_os(running_system) == "windows":
         os_release = f"Windows {platform.release()}".strip()
@@ -344,13 +345,13 @@ def detect_host(
     ccs = sorted({g.compute_capability for g in found.gpus if g.compute_capability})
     gfx = sorted({g.gfx_arch for g in found.gpus if g.gfx_arch})
     if len(ccs) > 1:
-        findings.append(f"the GPUs have different compute capabilities ({', '.join(ccs)}); a build must cover all of them")
+        findings.append(Notice("mixed-gpus", f"the GPUs have different compute capabilities ({', '.join(ccs)}); a build must cover all of them"))
     if len(gfx) > 1:
-        findings.append(f"the GPUs have different architectures ({', '.join(gfx)}); a build must cover all of them")
+        findings.append(Notice("mixed-gpus", f"the GPUs have different architectures ({', '.join(gfx)}); a build must cover all of them"))
     if found.vendor == "none" and os_name != "macos":
-        findings.append("no NVIDIA or AMD GPU was found; this host runs on CPU only")
+        findings.append(Notice("cpu-only-host", "no NVIDIA or AMD GPU was found; this host runs on CPU only"))
     elif found.vendor == "none":
-        findings.append("this Mac has an Intel CPU; envbuilder detects only Apple Silicon GPUs, so it runs on CPU only")
+        findings.append(Notice("cpu-only-host", "this Mac has an Intel CPU; envbuilder detects only Apple Silicon GPUs, so it runs on CPU only"))
 
     return HostInfo(
         os=os_name,

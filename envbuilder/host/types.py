@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from envbuilder.notices import Notice
 from envbuilder.values import Value
 
 OsName = Literal["linux", "windows", "macos"]
@@ -37,5 +38,5 @@ class HostInfo(Value):
     nvidia_driver: str | None = None  # "570.124.06"
     cuda_driver_version: str | None = None  # the CUDA version the driver reports ("12.8"), from nvidia-smi
     rocm_version: str | None = None  # "6.3.1"
-    findings: tuple[str, ...] = ()  # probe problems and notes, in plain words
+    findings: tuple[Notice, ...] = ()  # probe problems and notes, each with a code (envbuilder.notices)
 

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from envbuilder.errors import ProjectError
-from envbuilder.project.found import Found, checked_requirement
+from envbuilder.notices import Notice
+from envbuilder.project.found import Found, checked_requirement, too_deep, wrong_type
 from envbuilder.project.requirements import read_requirements
 from envbuilder.project.spec import IndexDecl
 
@@ -37,6 +38,8 @@ def read_environment_yml(text: str, origin: str = "environment.yml") -> Found:
     """Read a conda environment file: dependencies (conda match specs) and their `pip:` list."""
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise too_deep(origin, "YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{origin}:{mark.line + 1}" if mark is not None else origin
@@ -45,24 +48,26 @@ def read_environment_yml(text: str, origin: str = "environment.yml") -> Found:
                            context={"file": origin, "line": mark.line + 1 if mark is not None else None}) from None
     found = Found(formats=["conda"])
     if not isinstance(data, dict):
-        found.notes.append(f"{origin} is not a conda environment (no mapping at the top); ignored")
+        found.notes.append(Notice("file-not-read", f"{origin} is not a conda environment (no mapping at the top); ignored"))
         return found
     found.name = data.get("name") if isinstance(data.get("name"), str) else None
     deps = data.get("dependencies")
+    if deps is not None and not isinstance(deps, list):  # conda refuses it too; dropping it would lose every package
+        raise wrong_type(origin, "dependencies", "a list", deps, "dependencies: [python=3.11, pytorch]", origin)
     for item in deps if isinstance(deps, list) else []:
         if isinstance(item, dict) and isinstance(item.get("pip"), list):
             _read_pip_section(found, item["pip"], text, origin)
         elif isinstance(item, str) and item.strip():
             _read_conda_spec(found, item.strip(), text, origin)
         else:
-            found.notes.append(f"{origin}: dependency {item!r} is neither a conda spec nor a pip list; skipped")
+            found.notes.append(Notice("entry-skipped", f"{origin}: dependency {item!r} is neither a conda spec nor a pip list; skipped"))
     return found
 
 
 def _read_conda_spec(found: Found, spec: str, text: str, origin: str) -> None:
     match = _SPEC_RE.match(spec)
     if not match:
-        found.notes.append(f"{origin}: {spec!r} is not a conda match spec; skipped")
+        found.notes.append(Notice("entry-skipped", f"{origin}: {spec!r} is not a conda match spec; skipped"))
         return
     name = match["name"].lower()
     version, build = _conda_version(match["rest"], match["bracket"])
@@ -80,12 +85,12 @@ def _read_conda_spec(found: Found, spec: str, text: str, origin: str) -> None:
     if name == "pip":
         return
     if name in _NOT_PYTHON or name.startswith(_NOT_PYTHON_PREFIXES):
-        found.notes.append(f"{origin}: conda package {name} is not a Python package; skipped (the torch wheel brings "
-                           "its own CUDA libraries; native tools go in [tool.envbuilder] system-packages)")
+        found.notes.append(Notice("entry-skipped", f"{origin}: conda package {name} is not a Python package; skipped (the torch wheel brings "
+                           "its own CUDA libraries; native tools go in [tool.envbuilder] system-packages)"))
         return
     pypi = _PYPI_NAME.get(name, name)
     if version == "|":
-        found.notes.append(f"{origin}: {spec!r} uses `|`, which PEP 440 cannot express; read as any version")
+        found.notes.append(Notice("range-widened", f"{origin}: {spec!r} uses `|`, which PEP 440 cannot express; read as any version"))
         version = ""
     if pypi == "torch" and build:
         cuda = _CUDA_BUILD_RE.search(build)
@@ -130,8 +135,8 @@ def _python_specifier(version: str, found: Found, origin: str) -> str:
     # An image carries the newest patch of X.Y, so `python=3.10.12` is read as 3.10.
     exact = re.match(r"^==(\d+\.\d+)\.\d+(\.\*)?$", version)
     if exact:
-        found.notes.append(f"{origin}: python {version.lstrip('=').rstrip('.*')} read as {exact[1]} (the image "
-                           "installs the newest patch release)")
+        found.notes.append(Notice("range-widened", f"{origin}: python {version.lstrip('=').rstrip('.*')} read as {exact[1]} (the image "
+                           "installs the newest patch release)"))
         return f"=={exact[1]}.*"
     return version
 

@@ -15,6 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envbuilder.errors import ProjectError
+from envbuilder.notices import Notice
 from envbuilder.project.spec import IndexDecl
 
 if sys.version_info >= (3, 11):
@@ -35,7 +36,7 @@ class Found:
     constraints: list[str] = field(default_factory=list)
     indexes: list[IndexDecl] = field(default_factory=list)
     dynamic: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Notice] = field(default_factory=list)
     # Files named by this one, relative to the project root: (path, extra or None, "requirements"|"constraints").
     wants: list[tuple[str, str | None, str]] = field(default_factory=list)
     deps_dynamic: bool = False  # dependencies are computed elsewhere: fall back to requirements files
@@ -47,6 +48,8 @@ def load_toml(text: str, origin: str) -> dict[str, Any]:
     """Parse TOML; a syntax error becomes ProjectError("project-invalid-toml") naming the file and line."""
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise too_deep(origin, "TOML") from None
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         where = f"{origin}:{match.group(1)}" if match else origin
@@ -78,7 +81,7 @@ def checked_specifier(spec: str, source: str, origin: str, what: str) -> str:
 
 def raise_invalid(what: str, source: str, origin: str, reason: str, needle: str | None = None,
                    code: str = "project-invalid-requirement"):
-    line = _line_of(source, needle or what)
+    line = line_of(source, needle or what)
     where = f"{origin}:{line}" if line else origin
     raise ProjectError(
         code,
@@ -88,7 +91,7 @@ def raise_invalid(what: str, source: str, origin: str, reason: str, needle: str 
     ) from None
 
 
-def _line_of(source: str, needle: str) -> int | None:
+def line_of(source: str, needle: str) -> int | None:
     for number, line in enumerate(source.splitlines(), start=1):
         if needle.strip() and needle.strip() in line:
             return number
@@ -109,3 +112,54 @@ def str_list(value: Any) -> list[str]:
 
 def str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def too_deep(origin: str, what: str) -> ProjectError:
+    """The error for a file nested deeper than its parser recurses (a 5000-level TOML array, a setup.py
+    expression of 50,000 terms): no real project file comes near the limit, so it is refused, not skipped."""
+    return ProjectError("project-too-deep", f"{origin}: the {what} is nested too deeply to read",
+                        f"flatten the nesting in {origin}; no real project file nests this deep",
+                        context={"file": origin})
+
+
+def decode_utf8(data: bytes, origin: str) -> str:
+    """The text of a file that must be UTF-8 (TOML, setup.cfg), a leading BOM dropped; else ProjectError."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ProjectError("project-not-utf8", f"{origin}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8",
+                           f"save {origin} as UTF-8 (TOML files must be UTF-8)",
+                           context={"file": origin, "line": line}) from None
+
+
+# Where installers fetch packages from: pip and uv read indexes and find-links over http(s) or from file://
+# URLs (and find-links from local folders); anything else (ftp://, a typo with a space) fails only mid-build.
+INDEX_SCHEMES = ("http", "https", "file")
+
+
+def url_problem(url: str, *, folder_ok: bool = False) -> str | None:
+    """Why `url` cannot be an index or find-links location, or None when it can. `folder_ok`: a path
+    without a scheme is a local folder (find-links), not a mistake."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    if match is None and not folder_ok:
+        return "it is not a URL (no scheme://; a local folder is not reachable from the image build)"
+    if not url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
+        return "it is empty or has spaces or control characters"
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    if scheme not in INDEX_SCHEMES:
+        return f"{scheme}:// is not supported (pip and uv read http, https or file URLs)"
+    rest = url[match.end():]
+    if scheme != "file" and not re.match(r"^(?:[^/@]*@)?[A-Za-z0-9._~%\[\]:-]+(?:[/?#]|$)", rest):
+        return "it names no host"
+    return None
+
+
+def wrong_type(where: str, field_name: str, expected: str, value: Any, example: str, origin: str) -> ProjectError:
+    """The error for a metadata field of the wrong type (`dependencies = "torch"`), naming the file and line."""
+    got = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+           dict: "a table"}.get(type(value), type(value).__name__)
+    return ProjectError("project-invalid-config", f"{where}: {field_name} must be {expected}, not {got}",
+                        f"write it as {example}", context={"file": origin, "field": field_name})

@@ -9,16 +9,21 @@ reader of [tool.envbuilder]. Must not import subprocess, urllib, docker, the res
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envbuilder.errors import ProjectError, UsageError
+from envbuilder.notices import Notice
 from envbuilder.project.conda import read_environment_yml
 from envbuilder.project.config import load_config
-from envbuilder.project.found import Found, first_line
+from envbuilder.project.found import Found, decode_utf8, first_line
+from envbuilder.project.install import read_install
 from envbuilder.project.locks import LOCK_FILES, pin_to_lock, read_lock
 from envbuilder.project.pyproject import read_pyproject
 from envbuilder.project.requirements import read_requirements_tree
@@ -68,14 +73,15 @@ def inspect_project(path: Path) -> ProjectSpec:
 
     general = Found()
     parts.append(general)
-    if (root / "requirements.txt").is_file() and ("requirements", "requirements.txt") not in visited:
+    # lexists, not is_file: a requirements.txt that is a FIFO or a broken link is reported, not passed over.
+    if os.path.lexists(root / "requirements.txt") and ("requirements", "requirements.txt") not in visited:
         parts.append(read_requirements_tree("requirements.txt", None, "requirements", visited, read))
     read_names = {name for _, name in visited}
     others = sorted(p.name for p in root.glob("requirements*.txt") if p.is_file() and p.name not in read_names)
     # Without any metadata file, the non-development requirements*.txt files are all there is to read.
     dynamic = any(p.deps_dynamic for p in parts) or not any(p.formats for p in parts)
     if dynamic and "requirements.txt" in read_names:
-        general.notes.append("dependencies are computed at build time; read requirements.txt in their place")
+        general.notes.append(Notice("dynamic-metadata", "dependencies are computed at build time; read requirements.txt in their place"))
     elif dynamic:
         # Without requirements.txt, the non-development requirements*.txt files are the best static evidence.
         fallback = [n for n in others if not re.search(r"dev|test|lint|doc", n)]
@@ -83,19 +89,19 @@ def inspect_project(path: Path) -> ProjectSpec:
             parts.append(read_requirements_tree(rel, None, "requirements", visited, read))
         others = [n for n in others if n not in fallback]
         if any(p.formats for p in parts if p is not general):
-            general.notes.append("dependencies are computed at build time; "
-                                 + (f"read {', '.join(fallback)} in their place" if fallback else "no requirements file to read instead"))
+            general.notes.append(Notice("dynamic-metadata", "dependencies are computed at build time; "
+                                 + (f"read {', '.join(fallback)} in their place" if fallback else "no requirements file to read instead")))
         elif fallback:
-            general.notes.append(f"no project metadata besides {', '.join(fallback)}; read as the requirements")
+            general.notes.append(Notice("metadata-fallback", f"no project metadata besides {', '.join(fallback)}; read as the requirements"))
     if others:
-        general.notes.append(f"also found {', '.join(others)}: not read (name one with -r in requirements.txt to use it)")
+        general.notes.append(Notice("file-not-read", f"also found {', '.join(others)}: not read (name one with -r in requirements.txt to use it)"))
 
     spec = _merge(parts, ProjectSource(path=str(root)), files)
     metadata = (pyproject, setup_cfg, setup_py, conda_env)
     if all(text is None for text in metadata) and not spec.formats and not any(root.glob("requirements*.txt")):
-        spec = spec.model_copy(update={"bare": True, "notes": spec.notes + (
-            "no pyproject.toml, setup.cfg, setup.py, requirements*.txt or environment.yml found; "
-            "the project declares no dependencies",)})
+        spec = spec.model_copy(update={"bare": True, "notes": spec.notes + (Notice(
+            "no-metadata", "no pyproject.toml, setup.cfg, setup.py, requirements*.txt or environment.yml found; "
+            "the project declares no dependencies"),)})
     for name in LOCK_FILES:
         text = _read_inside(root, name)
         if text is not None:
@@ -106,9 +112,11 @@ def inspect_project(path: Path) -> ProjectSpec:
     config = load_config(root)
     if config.source and config.source not in spec.files:
         spec = spec.model_copy(update={"files": spec.files + (config.source,)})
+    install, install_notes = read_install(pyproject, setup_py)
     return spec.model_copy(update={"import_roots": _import_roots(root),
                                    "system_packages": tuple(dict.fromkeys(config.system_packages)),
-                                   "notes": spec.notes + config.notes})
+                                   "install": install,
+                                   "notes": spec.notes + config.notes + install_notes})
 
 
 def read_with(packages: tuple[str, ...], files: tuple[str, ...]) -> tuple[str, ...]:
@@ -155,7 +163,7 @@ def _merge(parts: list[Found], source: ProjectSource, files: list[str]) -> Proje
         constraints += part.constraints
         for extra, reqs in part.optional.items():
             optional.setdefault(extra, []).extend(reqs)
-    notes: list[str] = []
+    notes: list[Notice] = []
     return ProjectSpec(
         source=source,
         name=name,
@@ -172,7 +180,7 @@ def _merge(parts: list[Found], source: ProjectSource, files: list[str]) -> Proje
     )
 
 
-def combine_requirements(texts: list[str], notes: list[str]) -> tuple[str, ...]:
+def combine_requirements(texts: list[str], notes: list[Notice]) -> tuple[str, ...]:
     """One requirement per package and marker: `numpy>=1.24` (pyproject.toml) and `numpy==1.26.4`
     (requirements.txt) become `numpy==1.26.4,>=1.24`, which is what installing both would enforce."""
     groups: dict[tuple[str, str], list[Requirement]] = {}
@@ -188,18 +196,45 @@ def combine_requirements(texts: list[str], notes: list[str]) -> tuple[str, ...]:
             for other in reqs[1:]:
                 first.extras |= other.extras
                 first.specifier &= other.specifier
-            notes.append(f"{first.name} is declared more than once ({'; '.join(dict.fromkeys(str(r) for r in reqs))}); "
-                         f"combined into {first}")
+            notes.append(Notice("duplicate-requirement", f"{first.name} is declared more than once ({'; '.join(dict.fromkeys(str(r) for r in reqs))}); "
+                         f"combined into {first}"))
         out.append(str(first))
     return tuple(out)
 
 
 def _read_inside(root: Path, rel: str) -> str | None:
-    """The text of root/rel, or None when it is missing or (through `..` or a symlink) outside the project."""
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    """The text of root/rel, or None when it is missing or (through `..` or a symlink) outside the project.
+
+    A file that is there but cannot be read (a symlink loop or to nothing, a FIFO that would block the read, a
+    folder, no permission) is an error: skipping it would build an image without what it declares."""
+    path = root / rel
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return None
+        raise _unreadable(rel, "it is a symlink to a file that does not exist") from None
+    except (RuntimeError, OSError) as exc:  # ELOOP: Python 3.11 raises RuntimeError, later ones OSError
+        raise _unreadable(rel, "it is a symlink loop" if "loop" in str(exc).lower() or getattr(exc, "errno", 0) == errno.ELOOP
+                          else exc.strerror or str(exc)) from None
+    if not target.is_relative_to(root):
         return None
-    return target.read_text(encoding="utf-8-sig", errors="replace")
+    mode = target.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise _unreadable(rel, f"it is {kind}")
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise _unreadable(rel, exc.strerror or str(exc)) from None
+    if rel.endswith((".toml", ".lock", ".cfg")):  # TOML is UTF-8 by its spec; setuptools reads setup.cfg as UTF-8
+        return decode_utf8(data, rel)
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def _unreadable(rel: str, why: str) -> ProjectError:
+    return ProjectError("project-file-unreadable", f"{rel} cannot be read: {why}",
+                        f"make {rel} a readable file in the project, or remove it", context={"file": rel})
 
 
 def _import_roots(root: Path) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from envbuilder.errors import ProjectError
-from envbuilder.project.found import as_table, load_toml, str_list
+from envbuilder.notices import Notice
+from envbuilder.project.found import as_table, load_toml, str_list, too_deep
 from envbuilder.project.spec import ProjectSpec
 
 LOCK_FILES = ("uv.lock", "poetry.lock", "pixi.lock")
@@ -43,31 +44,31 @@ class LockedPin:
     marker: str | None = None  # where this pin applies; None: everywhere
 
 
-def read_lock(name: str, text: str) -> tuple[list[LockedPin], list[str]]:
+def read_lock(name: str, text: str) -> tuple[list[LockedPin], list[Notice]]:
     """The pins of one lock file (by its file name) and notes on what was not pinned."""
     readers = {"uv.lock": _read_uv_lock, "poetry.lock": _read_poetry_lock, "pixi.lock": _read_pixi_lock}
     return readers[name](text, name)
 
 
-def _read_uv_lock(text: str, origin: str) -> tuple[list[LockedPin], list[str]]:
+def _read_uv_lock(text: str, origin: str) -> tuple[list[LockedPin], list[Notice]]:
     pins, notes = [], []
     for package in _packages(load_toml(text, origin)):
         source = as_table(package.get("source"))
         if not source.get("registry"):
             if not ({"editable", "virtual"} & set(source)):
-                notes.append(f"{origin}: {package['name']} comes from a {next(iter(source), 'non-index')} source; left as declared")
+                notes.append(Notice("lock-pin-skipped", f"{origin}: {package['name']} comes from a {next(iter(source), 'non-index')} source; left as declared"))
             continue
         markers = str_list(package.get("resolution-markers"))
         pins.append(LockedPin(canonicalize_name(package["name"]), package["version"], _any_of(markers)))
     return pins, notes
 
 
-def _read_poetry_lock(text: str, origin: str) -> tuple[list[LockedPin], list[str]]:
+def _read_poetry_lock(text: str, origin: str) -> tuple[list[LockedPin], list[Notice]]:
     pins, notes = [], []
     for package in _packages(load_toml(text, origin)):
         kind = as_table(package.get("source")).get("type", "legacy")
         if kind != "legacy":
-            notes.append(f"{origin}: {package['name']} comes from a {kind} source; left as declared")
+            notes.append(Notice("lock-pin-skipped", f"{origin}: {package['name']} comes from a {kind} source; left as declared"))
             continue
         marker = package.get("markers") if isinstance(package.get("markers"), str) else None
         pins.append(LockedPin(canonicalize_name(package["name"]), package["version"], marker))
@@ -80,9 +81,11 @@ def _packages(data: dict[str, Any]) -> list[dict[str, Any]]:
             and isinstance(p.get("version"), str)] if isinstance(packages, list) else []
 
 
-def _read_pixi_lock(text: str, origin: str) -> tuple[list[LockedPin], list[str]]:
+def _read_pixi_lock(text: str, origin: str) -> tuple[list[LockedPin], list[Notice]]:
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise too_deep(origin, "YAML") from None
     except yaml.YAMLError:
         raise ProjectError("project-invalid-yaml", f"{origin} is not valid YAML",
                            "regenerate it with `pixi lock`, or delete it", context={"file": origin}) from None
@@ -125,7 +128,7 @@ def _any_of(markers: list[str]) -> str | None:
         return None
 
 
-def pin_to_lock(spec: ProjectSpec, origin: str, pins: list[LockedPin], notes: list[str]) -> ProjectSpec:
+def pin_to_lock(spec: ProjectSpec, origin: str, pins: list[LockedPin], notes: list[Notice]) -> ProjectSpec:
     """The spec with each requirement the lock pins replaced by the locked version(s), and a note that says so."""
     by_name: dict[str, list[LockedPin]] = {}
     for pin in pins:
@@ -146,25 +149,26 @@ def pin_to_lock(spec: ProjectSpec, origin: str, pins: list[LockedPin], notes: li
     optional = {extra: pinned(texts) for extra, texts in spec.optional.items()}
     if not used:
         return spec.model_copy(update={"notes": spec.notes + tuple(notes) + (
-            f"{origin} pins none of the declared requirements; not used",)})
+            Notice("lock-pin-skipped", f"{origin} pins none of the declared requirements; not used"),)})
     shown = ", ".join(dict.fromkeys(used[:4])) + (", ..." if len(set(used)) > 4 else "")
-    note = f"{origin}: the project's lock pins {len(set(used))} declared requirement(s) ({shown}); the plan uses those versions"
+    note = Notice("lock-pins", f"{origin}: the project's lock pins {len(set(used))} declared requirement(s) ({shown}); "
+                  "the plan uses those versions")
     return spec.model_copy(update={"requirements": requirements, "optional": optional, "locked_by": origin,
                                    "files": spec.files + (origin,), "notes": spec.notes + tuple(notes) + (note,)})
 
 
-def _pin_one(req: Requirement, by_name: dict[str, list[LockedPin]], origin: str, notes: list[str]) -> list[str] | None:
+def _pin_one(req: Requirement, by_name: dict[str, list[LockedPin]], origin: str, notes: list[Notice]) -> list[str] | None:
     """The requirement pinned to each locked version that fits it, or None to keep it as declared."""
     pins = by_name.get(canonicalize_name(req.name), [])
     if req.url or not pins:
         return None
     fitting = [p for p in pins if _fits(req, p.version)]
     if not fitting:
-        notes.append(f"{origin} pins {req.name} {', '.join(p.version for p in pins)}, outside the declared "
-                     f"{req.name}{req.specifier}; the lock is stale there, so the declared range is used")
+        notes.append(Notice("lock-pin-skipped", f"{origin} pins {req.name} {', '.join(p.version for p in pins)}, outside the declared "
+                     f"{req.name}{req.specifier}; the lock is stale there, so the declared range is used"))
         return None
     if len(fitting) > 1 and any(p.marker is None for p in fitting):
-        notes.append(f"{origin} locks several versions of {req.name} without saying where each applies; not pinned")
+        notes.append(Notice("lock-pin-skipped", f"{origin} locks several versions of {req.name} without saying where each applies; not pinned"))
         return None
     head = req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else "")
     out = []

@@ -15,14 +15,17 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envbuilder.project.found import (Found, as_table, checked_requirement, checked_specifier, first_line, load_toml,
-                                      raise_invalid, str_list, str_or_none)
+from envbuilder.errors import ProjectError
+from envbuilder.notices import Notice
+from envbuilder.project.found import (Found, as_table, checked_requirement, checked_specifier, first_line, line_of,
+                                      load_toml, raise_invalid, str_list, str_or_none, url_problem, wrong_type)
 from envbuilder.project.spec import IndexDecl
 
 
 def read_pyproject(text: str, origin: str = "pyproject.toml") -> Found:
     """Read PEP 621 [project], [tool.poetry], [tool.uv] and [tool.setuptools.dynamic]."""
     data = load_toml(text, origin)
+    check_types(data, text, origin)
     found = Found()
     tool = as_table(data.get("tool"))
     project = data.get("project")
@@ -66,19 +69,19 @@ def _setuptools_dynamic(found: Found, dyn: dict[str, Any], origin: str) -> None:
     if "dependencies" in found.dynamic:
         named = _named_files(dyn.get("dependencies"))
         if named:
-            found.notes.append(f"{origin}: dependencies are dynamic; read from {', '.join(named)}")
+            found.notes.append(Notice("dynamic-metadata", f"{origin}: dependencies are dynamic; read from {', '.join(named)}"))
             found.wants += [(n, None, "requirements") for n in named]
         else:
             found.deps_dynamic = True
-            found.notes.append(f"{origin}: dependencies are dynamic and [tool.setuptools.dynamic] names no file; "
-                               "falling back to requirements files and setup.py")
+            found.notes.append(Notice("dynamic-metadata", f"{origin}: dependencies are dynamic and [tool.setuptools.dynamic] names no file; "
+                               "falling back to requirements files and setup.py"))
     if "optional-dependencies" in found.dynamic:
         extras = as_table(dyn.get("optional-dependencies"))
         for extra, spec in extras.items():
             found.wants += [(n, extra, "requirements") for n in _named_files(spec)]
             found.optional.setdefault(extra, [])
         if not extras:
-            found.notes.append(f"{origin}: optional-dependencies are dynamic and name no file; extras unknown")
+            found.notes.append(Notice("dynamic-metadata", f"{origin}: optional-dependencies are dynamic and name no file; extras unknown"))
 
 
 def _named_files(spec: Any) -> list[str]:
@@ -101,7 +104,7 @@ def _read_poetry(found: Found, poetry: dict[str, Any], text: str, origin: str, *
     by_source: dict[str, list[tuple[str, str | None]]] = {}
     optional_reqs: dict[str, list[str]] = {}
     if supplement_only and deps:
-        found.notes.append(f"{origin}: [project] lists the dependencies; [tool.poetry.dependencies] read for sources only")
+        found.notes.append(Notice("poetry-scope", f"{origin}: [project] lists the dependencies; [tool.poetry.dependencies] read for sources only"))
     for name, value in deps.items():
         if name == "python":
             continue
@@ -122,15 +125,15 @@ def _read_poetry(found: Found, poetry: dict[str, Any], text: str, origin: str, *
                 bucket += optional_reqs.get(canonicalize_name(pkg_name), [])
         in_extras = {canonicalize_name(Requirement(r).name) for reqs in found.optional.values() for r in reqs}
         for pkg in sorted(set(optional_reqs) - in_extras):
-            found.notes.append(f"{origin}: optional dependency {pkg} is in no [tool.poetry.extras]; skipped")
+            found.notes.append(Notice("entry-skipped", f"{origin}: optional dependency {pkg} is in no [tool.poetry.extras]; skipped"))
     if "dev-dependencies" in poetry:
-        found.notes.append(f"{origin}: [tool.poetry.dev-dependencies] ignored (development only)")
+        found.notes.append(Notice("poetry-scope", f"{origin}: [tool.poetry.dev-dependencies] ignored (development only)"))
     for group, table in as_table(poetry.get("group")).items():
         group_deps = as_table(as_table(table).get("dependencies"))
         if group.lower() in _DEV_GROUPS or as_table(table).get("optional") is True:
-            found.notes.append(f"{origin}: poetry group {group!r} ignored ({len(group_deps)} dependencies)")
+            found.notes.append(Notice("poetry-scope", f"{origin}: poetry group {group!r} ignored ({len(group_deps)} dependencies)"))
             continue
-        found.notes.append(f"{origin}: poetry group {group!r} included (poetry installs it by default)")
+        found.notes.append(Notice("poetry-scope", f"{origin}: poetry group {group!r} included (poetry installs it by default)"))
         for name, value in group_deps.items():
             for req, source, optional in _poetry_entries(name, value, text, origin, found.notes):
                 if source:
@@ -144,7 +147,7 @@ def _read_poetry(found: Found, poetry: dict[str, Any], text: str, origin: str, *
         url = src.get("url")
         if not isinstance(url, str) or not url:
             if src["name"].lower() != "pypi":
-                found.notes.append(f"{origin}: poetry source {src['name']!r} has no url; ignored")
+                found.notes.append(Notice("index-ignored", f"{origin}: poetry source {src['name']!r} has no url; ignored"))
             continue
         priority = src.get("priority") or ("default" if src.get("default") else "secondary" if src.get("secondary") else "primary")
         uses = by_source.get(src["name"], [])
@@ -152,10 +155,10 @@ def _read_poetry(found: Found, poetry: dict[str, Any], text: str, origin: str, *
             url=url, kind="poetry-source", name=src["name"], packages=tuple(dict.fromkeys(n for n, _ in uses)),
             marker=_any_marker(m for _, m in uses), explicit=priority == "explicit", origin=origin))
     for source in sorted(set(by_source) - {s.get("name") for s in sources if isinstance(s, dict)}):
-        found.notes.append(f"{origin}: dependencies name poetry source {source!r}, which is not declared")
+        found.notes.append(Notice("index-ignored", f"{origin}: dependencies name poetry source {source!r}, which is not declared"))
 
 
-def _poetry_entries(name: str, value: Any, text: str, origin: str, notes: list[str]) -> list[tuple[str, str | None, bool]]:
+def _poetry_entries(name: str, value: Any, text: str, origin: str, notes: list[Notice]) -> list[tuple[str, str | None, bool]]:
     """One poetry dependency (string, table or list of tables) as (PEP 508 string, source, optional) tuples."""
     entries = value if isinstance(value, list) else [value]
     out = []
@@ -163,7 +166,7 @@ def _poetry_entries(name: str, value: Any, text: str, origin: str, notes: list[s
         if isinstance(entry, str):
             entry = {"version": entry}
         if not isinstance(entry, dict):
-            notes.append(f"{origin}: poetry dependency {name} has an unreadable value; skipped")
+            notes.append(Notice("entry-skipped", f"{origin}: poetry dependency {name} has an unreadable value; skipped"))
             continue
         extras = str_list(entry.get("extras"))
         head = name + (f"[{','.join(extras)}]" if extras else "")
@@ -183,7 +186,7 @@ def _poetry_entries(name: str, value: Any, text: str, origin: str, notes: list[s
         elif "url" in entry:
             body = f"{head} @ {entry['url']}"
         elif "path" in entry:
-            notes.append(f"{origin}: poetry path dependency {name} ({entry['path']}) skipped; install it with the project")
+            notes.append(Notice("entry-skipped", f"{origin}: poetry path dependency {name} ({entry['path']}) skipped; install it with the project"))
             continue
         else:
             body = head + _poetry_constraint(str(entry.get("version", "*")), text, origin, name, notes)
@@ -193,14 +196,14 @@ def _poetry_entries(name: str, value: Any, text: str, origin: str, notes: list[s
     return out
 
 
-def _poetry_constraint(constraint: str, text: str, origin: str, what: str, notes: list[str]) -> str:
+def _poetry_constraint(constraint: str, text: str, origin: str, what: str, notes: list[Notice]) -> str:
     """Poetry's version syntax (^1.2, ~1.2, *, `>=1,<2`, `>=1 <2`) as a PEP 440 specifier set string."""
     raw = constraint.strip()
     if raw in ("", "*"):
         return ""
     if "|" in raw:
         # `||` alternatives have no PEP 440 spelling; the only honest single bound is none.
-        notes.append(f"{origin}: {what} = {constraint!r} uses `||`, which PEP 440 cannot express; read as any version")
+        notes.append(Notice("range-widened", f"{origin}: {what} = {constraint!r} uses `||`, which PEP 440 cannot express; read as any version"))
         return ""
     pieces = re.split(r"\s*,\s*|\s+", re.sub(r"(===|>=|<=|!=|==|~=|[<>=^~])\s+", r"\1", raw))
     out = []
@@ -275,12 +278,12 @@ def _read_uv(found: Found, uv: dict[str, Any], origin: str) -> None:
                 continue
             else:
                 kind = next((k for k in ("git", "url", "path") if k in entry), "unknown")
-                found.notes.append(f"{origin}: uv source for {pkg} is a {kind} source; not an index, left to uv")
+                found.notes.append(Notice("index-ignored", f"{origin}: uv source for {pkg} is a {kind} source; not an index, left to uv"))
     names = set()
     for index in indexes:
         name, url = index.get("name"), index.get("url")
         if not isinstance(url, str):
-            found.notes.append(f"{origin}: [[tool.uv.index]] {name!r} has no url; ignored")
+            found.notes.append(Notice("index-ignored", f"{origin}: [[tool.uv.index]] {name!r} has no url; ignored"))
             continue
         names.add(name)
         used = uses.get(name, []) if isinstance(name, str) else []
@@ -289,7 +292,7 @@ def _read_uv(found: Found, uv: dict[str, Any], origin: str) -> None:
             packages=tuple(dict.fromkeys(p for p, _ in used)), marker=_any_marker(m for _, m in used),
             explicit=index.get("explicit") is True, origin=origin))
     for name in sorted(set(uses) - names):
-        found.notes.append(f"{origin}: [tool.uv.sources] names index {name!r}, which is not declared")
+        found.notes.append(Notice("index-ignored", f"{origin}: [tool.uv.sources] names index {name!r}, which is not declared"))
     for key, kind in (("index-url", "index-url"), ("extra-index-url", "extra-index-url"), ("find-links", "find-links")):
         value = uv.get(key)
         for url in [value] if isinstance(value, str) else str_list(value):
@@ -307,3 +310,87 @@ def _any_marker(markers) -> str | None:
         return str(Marker(combined))
     except InvalidMarker:
         return combined
+
+
+# --- types ------------------------------------------------------------------------------------------------------
+
+# The fields envbuilder reads, by dotted path: the type each must have (PEP 621, PEP 518, uv's and poetry's
+# documented schemas) and an example of the right spelling. A wrong type is refused, never dropped silently:
+# `dependencies = "torch"` would otherwise build an image without torch.
+_TABLE, _STR, _STRS = "a table", "a string", "an array of strings"
+_FIELDS: dict[str, tuple[str, str]] = {
+    "project": (_TABLE, '[project] with name = "demo" and dependencies = ["torch"]'),
+    "project.name": (_STR, 'name = "demo"'),
+    "project.version": (_STR, 'version = "0.1.0"'),
+    "project.requires-python": (_STR, 'requires-python = ">=3.10"'),
+    "project.dependencies": (_STRS, 'dependencies = ["torch>=2.4"]'),
+    "project.optional-dependencies": (_TABLE, '[project.optional-dependencies] with onnx = ["onnxruntime"]'),
+    "project.dynamic": (_STRS, 'dynamic = ["version"]'),
+    "build-system": (_TABLE, '[build-system] with requires = ["setuptools"]'),
+    "build-system.requires": (_STRS, 'requires = ["setuptools>=61"]'),
+    "tool": (_TABLE, "[tool.NAME] tables"),
+    "tool.uv": (_TABLE, "[tool.uv]"),
+    "tool.uv.index": ("an array of tables", '[[tool.uv.index]] with name = "pytorch" and url = "https://..."'),
+    "tool.uv.sources": (_TABLE, '[tool.uv.sources] with torch = { index = "pytorch" }'),
+    "tool.poetry": (_TABLE, "[tool.poetry]"),
+    "tool.poetry.name": (_STR, 'name = "demo"'),
+    "tool.poetry.dependencies": (_TABLE, '[tool.poetry.dependencies] with torch = "^2.4"'),
+    "tool.poetry.dependencies.python": (_STR, 'python = "^3.10"'),
+    "tool.poetry.source": ("an array of tables", '[[tool.poetry.source]] with name = "pytorch" and url = "https://..."'),
+}
+
+
+def _has_type(value: Any, expected: str) -> bool:
+    if expected == _TABLE:
+        return isinstance(value, dict)
+    if expected == _STR:
+        return isinstance(value, str)
+    item = str if expected == _STRS else dict
+    return isinstance(value, list) and all(isinstance(v, item) for v in value)
+
+
+def check_types(data: dict[str, Any], text: str, origin: str) -> None:
+    """Refuse a field envbuilder reads when it has the wrong type, and an index whose URL is not one."""
+    for path, (expected, example) in _FIELDS.items():
+        parent, _, key = path.rpartition(".")
+        holder = _get(data, parent) if parent else data
+        if not isinstance(holder, dict) or key not in holder:
+            continue
+        value = holder[key]
+        if not _has_type(value, expected):
+            raise wrong_type(_where(text, origin, key), f"[{parent}] {key}" if parent else key, expected, value,
+                             example, origin)
+    for extra, reqs in as_table(_get(data, "project.optional-dependencies")).items():
+        if not isinstance(reqs, list) or not all(isinstance(r, str) for r in reqs):
+            raise wrong_type(_where(text, origin, extra), f"[project.optional-dependencies] {extra}", _STRS, reqs,
+                             f'{extra} = ["onnxruntime"]', origin)
+    for package, source in as_table(_get(data, "tool.uv.sources")).items():
+        if not _has_type(source, _TABLE) and not _has_type(source, "an array of tables"):
+            raise wrong_type(_where(text, origin, package), f"[tool.uv.sources] {package}", "a table or an array of tables",
+                             source, f'{package} = {{ index = "pytorch" }}', origin)
+    uv = as_table(_get(data, "tool.uv"))
+    urls = [("[[tool.uv.index]] url", i.get("url"), False) for i in uv.get("index", [])]
+    urls += [("[[tool.poetry.source]] url", s.get("url"), False) for s in _get(data, "tool.poetry.source") or []]
+    for key, folder_ok in (("index-url", False), ("extra-index-url", False), ("find-links", True)):
+        value = uv.get(key)
+        urls += [(f"[tool.uv] {key}", v, folder_ok) for v in ([value] if isinstance(value, str) else str_list(value))]
+    for what, url, folder_ok in urls:
+        if url is None:
+            continue  # reported as an index without a URL (index-ignored)
+        problem = url_problem(url, folder_ok=folder_ok) if isinstance(url, str) else "it is not a string"
+        if problem:
+            raise ProjectError("project-invalid-url", f"{_where(text, origin, str(url))}: {what} {url!r}: {problem}",
+                               "write an http(s) index URL, e.g. url = \"https://download.pytorch.org/whl/cu128\"",
+                               context={"file": origin, "url": str(url)})
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    value: Any = data
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _where(text: str, origin: str, needle: str) -> str:
+    line = line_of(text, f"{needle} =") or line_of(text, needle)
+    return f"{origin}:{line}" if line else origin

@@ -14,7 +14,8 @@ from pathlib import PurePosixPath
 from packaging.requirements import InvalidRequirement, Requirement
 
 from envbuilder.errors import ProjectError
-from envbuilder.project.found import Found, first_line
+from envbuilder.notices import Notice
+from envbuilder.project.found import Found, first_line, url_problem
 from envbuilder.project.spec import IndexDecl
 
 
@@ -25,7 +26,7 @@ class RequirementsFile:
     requirements: list[str] = field(default_factory=list)
     indexes: list[IndexDecl] = field(default_factory=list)
     includes: list[tuple[str, str]] = field(default_factory=list)  # (path as written, "requirements"|"constraints")
-    notes: list[str] = field(default_factory=list)
+    notes: list[Notice] = field(default_factory=list)
 
 
 _NAMED = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\s*(?:\[|[<>=!~]|;|@)")
@@ -53,10 +54,10 @@ def read_requirements(text: str, origin: str = "requirements.txt") -> Requiremen
         stripped = _PER_REQUIREMENT_OPTION.sub("", line)
         hashes_seen = hashes_seen or stripped != line
         if re.search(r"\$\{\w+\}", stripped):
-            out.notes.append(f"{origin}:{lineno}: {stripped!r} uses an environment variable; skipped")
+            out.notes.append(Notice("entry-skipped", f"{origin}:{lineno}: {stripped!r} uses an environment variable; skipped"))
             continue
         if re.search(r"\.(whl|tar\.gz|zip)$", stripped.split(";")[0].strip()) and "@" not in stripped:
-            out.notes.append(f"{origin}:{lineno}: local archive {stripped!r} skipped (not a named requirement)")
+            out.notes.append(Notice("entry-skipped", f"{origin}:{lineno}: local archive {stripped!r} skipped (not a named requirement)"))
             continue
         try:
             out.requirements.append(str(Requirement(stripped)))
@@ -68,9 +69,9 @@ def read_requirements(text: str, origin: str = "requirements.txt") -> Requiremen
                     "fix the version specifier (PEP 440) or marker (PEP 508)",
                     context={"file": origin, "line": lineno},
                 ) from None
-            out.notes.append(f"{origin}:{lineno}: {stripped!r} is not a named requirement; skipped")
+            out.notes.append(Notice("entry-skipped", f"{origin}:{lineno}: {stripped!r} is not a named requirement; skipped"))
     if hashes_seen:
-        out.notes.append(f"{origin}: --hash options ignored (the plan pins its own versions)")
+        out.notes.append(Notice("option-ignored", f"{origin}: --hash options ignored (the plan pins its own versions)"))
     return out
 
 
@@ -102,16 +103,21 @@ def _requirements_option(out: RequirementsFile, line: str, lineno: int, origin: 
     if kind in ("requirement", "constraint") and value:
         out.includes.append((value, "requirements" if kind == "requirement" else "constraints"))
     elif kind in ("index-url", "extra-index-url", "find-links") and value:
+        problem = url_problem(value, folder_ok=kind == "find-links")
+        if problem:
+            raise ProjectError("project-invalid-url", f"{origin}:{lineno}: {option} {value!r}: {problem}",
+                               "name an http(s) index, e.g. --extra-index-url https://download.pytorch.org/whl/cu128",
+                               context={"file": origin, "line": lineno, "url": value})
         out.indexes.append(IndexDecl(url=value, kind=kind, origin=origin))
     elif kind == "editable":
         what = "the project itself" if value in (".", "./") else value
-        out.notes.append(f"{origin}:{lineno}: editable install of {what} skipped (the image installs the project)")
+        out.notes.append(Notice("entry-skipped", f"{origin}:{lineno}: editable install of {what} skipped (the image installs the project)"))
     elif kind == "trusted-host" or option == "--trusted-host":
-        out.notes.append(f"{origin}:{lineno}: --trusted-host {value} ignored (TLS is verified; use --ca-cert for a proxy)")
+        out.notes.append(Notice("option-ignored", f"{origin}:{lineno}: --trusted-host {value} ignored (TLS is verified; use --ca-cert for a proxy)"))
     elif option in _IGNORED_OPTIONS or kind == "ignored":
-        out.notes.append(f"{origin}:{lineno}: option {option} ignored")
+        out.notes.append(Notice("option-ignored", f"{origin}:{lineno}: option {option} ignored"))
     else:
-        out.notes.append(f"{origin}:{lineno}: unrecognised line {line!r} skipped")
+        out.notes.append(Notice("entry-skipped", f"{origin}:{lineno}: unrecognised line {line!r} skipped"))
 
 
 def read_requirements_tree(rel: str, extra: str | None, kind: str, visited: set[tuple[str, str]],
@@ -125,18 +131,23 @@ def read_requirements_tree(rel: str, extra: str | None, kind: str, visited: set[
         name, file_kind, parent = queue.pop(0)
         where = parent or "project"
         if re.match(r"^[a-z][a-z0-9+.-]*://", name, re.I):
-            found.notes.append(f"{where}: {name} is a URL; not fetched")
+            found.notes.append(Notice("file-not-read", f"{where}: {name} is a URL; not fetched"))
             continue
         norm = _normalise(PurePosixPath(parent).parent / name if parent else PurePosixPath(name))
         if norm is None:
-            found.notes.append(f"{where}: {name} is outside the project; not read")
+            found.notes.append(Notice("file-not-read", f"{where}: {name} is outside the project; not read"))
             continue
         if (file_kind, norm) in visited:
             continue
         visited.add((file_kind, norm))
         text = read(norm)
+        if text is None and parent:
+            # pip stops at a -r/-c file it cannot open; reading on would build an image that lacks its packages.
+            raise ProjectError("project-file-missing", f"{parent}: {'-c' if file_kind == 'constraints' else '-r'} "
+                               f"{name}: no such file in the project",
+                               f"create {norm}, or remove the line from {parent}", context={"file": parent, "missing": norm})
         if text is None:
-            found.notes.append(f"{where}: {name} not found in the project; skipped")
+            found.notes.append(Notice("file-not-read", f"{where}: {name} not found in the project; skipped"))
             continue
         reqs = read_requirements(text, norm)
         if "requirements" not in found.formats:

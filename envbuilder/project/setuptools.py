@@ -11,12 +11,14 @@ import configparser
 from typing import Any
 
 from envbuilder.errors import ProjectError
-from envbuilder.project.found import Found, checked_requirement, checked_specifier
+from envbuilder.notices import Notice
+from envbuilder.project.found import Found, checked_requirement, checked_specifier, too_deep
 
 
 def read_setup_cfg(text: str, origin: str = "setup.cfg") -> Found:
     """Read [metadata] name, [options] install_requires/python_requires and [options.extras_require]."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    # strict, as setuptools reads it: a section or option given twice fails its build, so it is refused here.
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
         parser.read_string(text, source=origin)
     except configparser.Error as exc:
@@ -44,7 +46,7 @@ def _cfg_list(found: Found, value: str, text: str, origin: str, extra: str | Non
     if value.startswith("file:"):
         named = [n.strip() for n in value[5:].split(",") if n.strip()]
         found.wants += [(n, extra, "requirements") for n in named]
-        found.notes.append(f"{origin}: {'extra ' + extra if extra else 'install_requires'} read from {', '.join(named)}")
+        found.notes.append(Notice("dynamic-metadata", f"{origin}: {'extra ' + extra if extra else 'install_requires'} read from {', '.join(named)}"))
         return []
     lines = [ln.split(" #")[0].strip() for ln in value.splitlines()]
     return [checked_requirement(ln, text, origin) for ln in lines if ln and not ln.startswith("#")]
@@ -58,8 +60,10 @@ def read_setup_py(text: str, origin: str = "setup.py") -> Found:
     found = Found(formats=["setup.py"])
     try:
         tree = ast.parse(text, filename=origin)
+    except (RecursionError, MemoryError):
+        raise too_deep(origin, "Python code") from None  # Python itself could not compile it to run it
     except (SyntaxError, ValueError) as exc:
-        found.notes.append(f"{origin} could not be parsed ({type(exc).__name__}: {exc}); not executed, ignored")
+        found.notes.append(Notice("dynamic-metadata", f"{origin} could not be parsed ({type(exc).__name__}: {exc}); not executed, ignored"))
         return found
     found.build_requires_torch = _imports_torch(tree, origin)
     bound: dict[str, ast.expr] = {}
@@ -84,18 +88,18 @@ def read_setup_py(text: str, origin: str = "setup.py") -> Found:
                     bound.pop(target.id, None)
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _called_name(n.func) == "setup"]
     if not calls:
-        found.notes.append(f"{origin} has no setup() call; ignored")
+        found.notes.append(Notice("dynamic-metadata", f"{origin} has no setup() call; ignored"))
         return found
     call = calls[0]
     if any(kw.arg is None for kw in call.keywords):
-        found.notes.append(f"{origin} passes **kwargs to setup(); only the literal keywords were read")
+        found.notes.append(Notice("dynamic-metadata", f"{origin} passes **kwargs to setup(); only the literal keywords were read"))
     for kw in call.keywords:
         if kw.arg not in _SETUP_KEYS:
             continue
         try:
             value = _literal(kw.value, bound)
         except ValueError:
-            found.notes.append(f"{origin} computes {kw.arg} dynamically; not executed")
+            found.notes.append(Notice("dynamic-metadata", f"{origin} computes {kw.arg} dynamically; not executed"))
             if kw.arg == "install_requires":
                 found.deps_dynamic = True
             continue
@@ -135,7 +139,7 @@ def _apply_setup_value(found: Found, key: str, value: Any, text: str, origin: st
                 raise ValueError
             found.optional = {str(k): [checked_requirement(r, text, origin) for r in as_list(v)] for k, v in value.items()}
     except ValueError:
-        found.notes.append(f"{origin} passes {key} in a shape setuptools would not read; ignored")
+        found.notes.append(Notice("dynamic-metadata", f"{origin} passes {key} in a shape setuptools would not read; ignored"))
 
 
 def _called_name(func: ast.expr) -> str | None:

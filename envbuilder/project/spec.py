@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from envbuilder.errors import ProjectError
+from envbuilder.notices import Notice
 from envbuilder.values import Value
 
 # The packages the PyTorch index serves per flavour (cpu, cu128, rocm6.3), released in lockstep with torch.
@@ -34,6 +35,15 @@ class IndexDecl(Value):
     marker: str | None = None  # PEP 508 marker under which the index applies (uv sources), None: always
     explicit: bool = False  # uv `explicit = true` / poetry priority explicit: only for the packages named
     origin: str = ""  # file it came from, for explanations
+
+
+class ProjectInstall(Value):
+    """How the project installs into its environment: as a package built by `backend` (project.install decides)."""
+
+    backend: str  # "setuptools.build_meta", or "setuptools.build_meta:__legacy__" for a setup.py-only project
+    requires: tuple[str, ...]  # [build-system] requires (PEP 508), the legacy default without one
+    why: str  # what makes it a package, for the plan's explanation ("pyproject.toml [build-system]")
+    compiles: str | None = None  # why the build compiles C/C++ ("setup.py declares ext_modules"); None: it doesn't
 
 
 class ProjectSource(Value):
@@ -60,9 +70,11 @@ class ProjectSpec(Value):
     dynamic: tuple[str, ...] = ()  # PEP 621 fields declared dynamic
     system_packages: tuple[str, ...] = ()  # from [tool.envbuilder] system-packages
     import_roots: tuple[str, ...] = (".",)  # folders to put on PYTHONPATH ("src" for src layouts)
-    notes: tuple[str, ...] = ()  # what the reader noticed (dynamic metadata fallbacks, skipped lines)
+    notes: tuple[Notice, ...] = ()  # what the readers noticed (dynamic metadata fallbacks, skipped lines), with codes
     # Why building the project needs torch first (setup.py imports torch; torch in [build-system] requires); None: it doesn't.
     build_requires_torch: str | None = None
+    # How the project itself installs (a package: [build-system] or setup.py); None: its files are only importable.
+    install: ProjectInstall | None = None
     locked_by: str | None = None  # the project's own lock file whose pins replaced the declared ranges (uv.lock...)
     # Read from a folder with no metadata file at all: nothing says what the code needs (an empty
     # requirements.txt does say it: nothing). The resolver refuses it unless --with names the packages.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from envbuilder.notices import Notice
 from envbuilder.resolve.matrix import (ComputeCapability, CudaMinorCompat, CudaToolkit, Matrix, TorchBuild, TorchRelease,
                                        flavor_cuda, flavor_kind, flavor_rocm, split_local)
 from envbuilder.project.spec import TORCH_COMPANIONS
@@ -24,7 +25,7 @@ from envbuilder.resolve.software import ProjectView, Software
 class Fit:
     ok: bool
     mode: str = "strict"  # strict | minor
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()
     why_not: str = ""
 
 @dataclass(frozen=True)
@@ -57,14 +58,15 @@ def hardware_fit(build: TorchBuild, target: Target, matrix: Matrix, compat: str)
             return Fit(False, why_not="not a ROCm build")
         gfx = set(matrix.rocm_gfx(build))
         if not target.gpu_archs:
-            return Fit(True, warnings=(f"no gfx architecture known; assuming {build.flavor} supports the GPU (pass --gpu-arch)",))
+            return Fit(True, warnings=(Notice("gpu-arch-unknown", f"no gfx architecture known; assuming {build.flavor} "
+                                              "supports the GPU", "pass --gpu-arch"),))
         missing = [g for g in target.gpu_archs if g not in gfx]
         return Fit(not missing, why_not=f"{build.flavor} wheels do not list {', '.join(missing)}")
     # NVIDIA
     if kind != "cuda":
         return Fit(False, why_not="not a CUDA build")
     cuda = flavor_cuda(build.flavor) or ""
-    warnings: list[str] = []
+    warnings: list[Notice] = []
     mode = "strict"
     if target.cuda_driver:
         too_old = _driver_below_gpu_floor(target, matrix)
@@ -85,11 +87,11 @@ def hardware_fit(build: TorchBuild, target: Target, matrix: Matrix, compat: str)
     sass_ok, sass_warnings = sass_fit(build, target, jit_allowed=mode == "strict", matrix=matrix)
     if not sass_ok:
         return Fit(False, mode, why_not=sass_warnings[0] if sass_warnings else "no SASS for the GPU")
-    warnings += sass_warnings
+    warnings += [Notice("ptx-jit", w) for w in sass_warnings]
     if not target.cuda_driver:
-        warnings.append("no NVIDIA driver version known; assumed new enough (pass --cuda-driver)")
+        warnings.append(Notice("driver-unknown", "no NVIDIA driver version known; assumed new enough (pass --cuda-driver)"))
     if not target.compute_capabilities:
-        warnings.append("no compute capability known; GPU kernels not checked (pass --compute-capability)")
+        warnings.append(Notice("compute-capability-not-checked", "no compute capability known; GPU kernels not checked (pass --compute-capability)"))
     return Fit(True, mode, tuple(warnings))
 
 def os_floor(row: CudaToolkit | CudaMinorCompat | ComputeCapability | None, target: Target) -> str | None:
@@ -151,13 +153,16 @@ def driver_floor(build: TorchBuild, target: Target, matrix: Matrix) -> str | Non
 def pythons_newest_first(pythons: tuple[str, ...]) -> list[str]:
     return sorted(pythons, key=Version, reverse=True)
 
-def python_ok(py: str, view: ProjectView, sw: Software) -> bool:
+def python_ok(py: str, view: ProjectView, sw: Software, *, with_fit: bool = True) -> bool:
+    """Whether the project allows Python `py`; with_fit=False leaves out what the installability check found."""
     # An image carries the newest patch of X.Y, so X.Y is judged by a late patch release.
     if view.requires_python and not view.requires_python.contains(f"{py}.99", prereleases=True):
         return False
     if view.request.python and py != view.request.python:
         return False
     if sw.pinned_python and py != sw.pinned_python:
+        return False
+    if with_fit and view.python_fit is not None and view.python_fit.python and py != view.python_fit.python:
         return False
     return True
 

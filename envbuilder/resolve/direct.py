@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from envbuilder.errors import ResolveConflict
+from envbuilder.notices import Notice
 from envbuilder.project.spec import TORCH_COMPANIONS
 from envbuilder.resolve.candidates import dotted, os_floor
 from envbuilder.resolve.explain import describe_target, requirement_text
@@ -75,9 +76,11 @@ def direct_wheel_plan(view: ProjectView, matrix: Matrix) -> Plan | None:
         target=target,
         request=view.request,
         reasons=tuple(reasons),
-        warnings=tuple(warnings),
+        # Everything said here is what the matrix cannot tell about a build it does not list.
+        warnings=tuple(Notice("unlisted-wheel", w) for w in warnings),
         matrix_updated=matrix.updated,
         build_requires_torch=view.project.build_requires_torch,
+        install=view.project.install,
     )
 
 

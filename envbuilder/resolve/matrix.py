@@ -273,13 +273,22 @@ def load_matrix(path: str | Path | None = None, *, override: Path | None = None)
     return parse_matrix(Path(path).read_bytes(), origin=str(path))
 
 
+def _too_deep(origin: str) -> EnvbuilderError:
+    return EnvbuilderError("matrix-invalid", f"{origin} is nested too deeply to be a compatibility matrix",
+                           "fix the file or fetch it again (`envbuilder compat update`)")
+
+
 def parse_matrix(data: bytes | str, *, origin: str = "<matrix>") -> Matrix:
     try:
         raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EnvbuilderError("matrix-invalid", f"{origin} is not valid JSON ({exc})", "fix the file or fetch it again") from None
+    except RecursionError:
+        raise _too_deep(origin) from None
     try:
         return Matrix.model_validate(raw)
+    except RecursionError:  # validating a deep value recurses too (the schema never allows one)
+        raise _too_deep(origin) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"

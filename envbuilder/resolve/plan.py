@@ -11,7 +11,10 @@ import hashlib
 import json
 from typing import Literal
 
+from pydantic import Field
+
 from envbuilder.host.types import ArchName, GpuVendor, OsName
+from envbuilder.notices import Notice
 from envbuilder.project.spec import IndexDecl, ProjectInstall, ProjectSource
 from envbuilder.values import Value
 
@@ -60,6 +63,9 @@ class ResolveRequest(Value):
     # --with / --with-requirements: PEP 508 strings added to the project's own requirements (like `uv run --with`),
     # so they resolve, lock and key the image with them.
     with_packages: tuple[str, ...] = ()
+    # --offline: resolve from the matrix alone, asking no index whether the project's other dependencies install.
+    # It changes how the plan was checked, not what it installs, so it stays out of the plan's JSON and digest.
+    offline: bool = Field(False, exclude=True)
 
 
 class TorchChoice(Value):
@@ -96,7 +102,7 @@ class Plan(Value):
     target: Target
     request: ResolveRequest = ResolveRequest()
     reasons: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()  # each with a code (envbuilder.notices); the CLI prints the message
     matrix_updated: str | None = None
     # Why the project's build needs torch installed first (a setup.py CUDA/C++ extension, torch in
     # [build-system] requires); None: an ordinary build. The build then installs the project without isolation.

@@ -16,9 +16,10 @@ from packaging.utils import canonicalize_name
 
 from envbuilder.errors import ProjectError
 from envbuilder.project.markers import target_environment
-from envbuilder.project.spec import ONNXRUNTIME_PACKAGES, TORCH_PACKAGES, IndexDecl, ProjectSpec, applicable
+from envbuilder.project.spec import ONNXRUNTIME_PACKAGES, TORCH_FAMILY, TORCH_PACKAGES, IndexDecl, ProjectSpec, applicable
 from envbuilder.resolve.matrix import split_local
 from envbuilder.resolve.plan import ResolveRequest, Target
+from envbuilder.resolve.python_fit import PythonFit
 from envbuilder.resolve.served import IndexSnapshot, parse_wheel_filename, url_filename
 
 _PYTORCH_INDEX_RE = re.compile(r"download\.pytorch\.org/whl/(?:nightly/|test/)?(?P<flavor>cpu|cu\d{3}|rocm\d+\.\d+(?:\.\d+)?)/?")
@@ -42,10 +43,16 @@ class Software:
     companion_reqs: tuple[Requirement, ...] = ()  # torchvision/torchaudio as declared (URL or specifier)
 
 class ProjectView:
-    """The project's requirements evaluated for one target platform, cached per Python version."""
+    """The project's requirements evaluated for one target platform, cached per Python version.
 
-    def __init__(self, project: ProjectSpec, target: Target, request: ResolveRequest, available: IndexSnapshot | None = None) -> None:
+    python_fit: what the installability check found (envbuilder.index.installability, folded by python_fit): its Python
+    is the only one the plan may take, since the project's other dependencies install on no higher one.
+    """
+
+    def __init__(self, project: ProjectSpec, target: Target, request: ResolveRequest, available: IndexSnapshot | None = None,
+                 fit: PythonFit | None = None) -> None:
         self.available = available
+        self.python_fit = fit
         self.project = project
         self.target = target
         self.request = request
@@ -107,6 +114,14 @@ class ProjectView:
         companions = tuple(r for name in ("torchvision", "torchaudio") for r in by_name.get(name, []))
         return Software(torch_spec, vision, audio, ort, pinned_flavor, pinned_python, index_flavor, index_origin,
                          tuple(others), tuple(kept_indexes), torch_url, companions)
+
+    def install_set(self, python: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(requirements, constraints) for the installability check on `python`: the project's requirements with
+        its extras and --with packages, markers evaluated as the plan evaluates them, and its `-c` constraints;
+        the torch family left out (the matrix decides it, and the plan pins it)."""
+        env = target_environment(self.target.os, self.target.arch, python)
+        constraints = tuple(str(r) for r in self.project.constraints_for(env) if canonicalize_name(r.name) not in TORCH_FAMILY)
+        return tuple(str(r) for r in self.software(python).others), constraints
 
 def project_reasons(project: ProjectSpec, request: ResolveRequest) -> list[str]:
     """What the plan takes from outside the declared ranges: --with packages, the project's lock, a torch build step."""

@@ -47,6 +47,7 @@ class BuildEnv:
         from envbuilder.resolve.plan import ResolveRequest, TargetFlags
 
         request.setdefault("python", "3.11")
+        request.setdefault("offline", True)  # the CLI's default in tests too (conftest's ENVBUILDER_OFFLINE)
         _, plan = plan_project(str(project_dir), flags=TargetFlags(**CPU_TARGET), request=ResolveRequest(**request),
                                settings=self.settings)
         return plan
