@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from support.certs import pem_certificates
 
 LINUX_CPU = ("--target-os", "linux", "--target-arch", "x86_64", "--gpu", "none", "--python", "3.11")
 WINDOWS_CUDA = ("--target-os", "windows", "--target-arch", "x86_64", "--gpu", "nvidia", "--cuda-driver", "572.16",
@@ -33,7 +34,7 @@ def test_render_dockerfile_to_stdout(cli, project):
 
 def test_render_with_network_options(cli, project, tmp_path):
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text(pem_certificates(1)[0])
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     result = cli("render", str(project), *LINUX_CPU, "--index-url", "https://mirror.example.com/simple",

@@ -34,7 +34,7 @@ def bootstrap(ctx: click.Context, suite: str, name: str | None, mirror: str | No
 
     def on_line(line: str) -> None:
         if verbose or line.startswith(("$ ", "I: Retrieving Release", "packing", "importing")):
-            err.print(line, markup=False, highlight=False, soft_wrap=True)
+            err.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
     image = bootstrap_base(Docker(settings.docker_binary), suite=suite, name=name, mirror=mirror, on_line=on_line)
     if as_json:
