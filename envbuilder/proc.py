@@ -1,7 +1,9 @@
 """The one subprocess helper: run a command with a timeout, stream its lines, keep a tail for errors.
 
 Every external program (probes, git, docker CLI, hadolint) goes through run_command so that a hung or
-missing program becomes a CommandResult, never a hang or a traceback. Must not import docker.
+missing program becomes a CommandResult, never a hang or a traceback. The two that are not captured go through
+here too: run_in_terminal (a program the user drives, `docker run -it`) and start_detached (a process that
+outlives this one, a detached run's watcher). Must not import docker.
 """
 
 from __future__ import annotations
@@ -115,6 +117,44 @@ def run_command(
         time.monotonic() - started,
         timed_out=timed_out.is_set(),
     )
+
+
+def run_in_terminal(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int | None:
+    """Run argv on this process's own terminal (stdin, stdout, stderr inherited, same process group, so it can
+    read the keyboard) and wait for it: its exit code, None when the program is missing.
+
+    For programs the user drives (`docker run -it`). Ctrl-C belongs to the child while it runs: it decides
+    what an interrupt means (the docker CLI passes it to the container), so this process waits on through it."""
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        proc = subprocess.Popen(list(argv), env=full_env)
+    except (FileNotFoundError, PermissionError, NotADirectoryError):
+        return None
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # pressed before SIGINT was ignored: the child got it too
+                continue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def start_detached(argv: Sequence[str], *, stdin_data: str, output: str | os.PathLike[str]) -> int:
+    """Start argv in a session of its own that outlives this process (a watcher): stdin_data is written to its
+    stdin, its output appended to `output`. Its process id; OSError when it cannot be started."""
+    with open(output, "ab") as out:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(stdin_data.encode())
+    finally:
+        proc.stdin.close()
+    # Reaped when it ends, should this process (a host application) live longer than the watcher.
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return proc.pid
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

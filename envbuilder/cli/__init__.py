@@ -14,6 +14,7 @@ import click
 
 from envbuilder import __version__
 from envbuilder.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, EnvbuilderError, UsageError
+from envbuilder.redact import redact_text
 
 # command name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -24,12 +25,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "render": ("envbuilder.cli.render_cmd", "render", "Render the plan as a Dockerfile, bash, PowerShell or lock."),
     "lock": ("envbuilder.cli.render_cmd", "lock", "Resolve the full dependency set with hashes into a lock file."),
     "build": ("envbuilder.cli.build_cmd", "build", "Build the project's image (content-addressed, cached)."),
+    "images": ("envbuilder.cli.images_cmd", "images", "List a project's images with their plan and size."),
+    "prune": ("envbuilder.cli.images_cmd", "prune", "Remove a project's superseded images (keeps the newest N and any in use)."),
+    "bundle": ("envbuilder.cli.bundle_cmd", "bundle", "Write the image, lock and wheels into one file for an air-gapped machine."),
+    "load": ("envbuilder.cli.bundle_cmd", "load", "Verify a bundle's checksums, then load it (air-gapped machines)."),
+    "login": ("envbuilder.cli.login_cmd", "login", "Log in to a registry (a thin wrapper over docker login)."),
+    "image": ("envbuilder.cli.image_cmd", "image", "Inspect an image's labels and whether it fits this host's GPU."),
+    "ci": ("envbuilder.cli.ci_cmd", "ci", "Render a GitHub Actions or GitLab CI workflow that reuses images by content hash."),
     "base": ("envbuilder.cli.base_cmd", "base", "Make base images without a registry (air-gapped hosts)."),
     "engine": ("envbuilder.cli.base_cmd", "engine", "Check, or start, the Docker engine."),
     "index": ("envbuilder.cli.index_cmd", "index", "Serve wheel folders as a PEP 503 index on loopback (mirrors, air gaps)."),
     "run": ("envbuilder.cli.run_cmd", "run", "Run a job or command inside the project's image."),
     "pipeline": ("envbuilder.cli.run_cmd", "pipeline", "Run the project's jobs in order (train, then export)."),
-    "runs": ("envbuilder.cli.runs_cmd", "runs", "List, show, follow, stop and plot recorded runs."),
+    "shell": ("envbuilder.cli.shell_cmd", "shell", "Open a shell in the project's image, with a job's mounts and user."),
+    "runs": ("envbuilder.cli.runs_cmd", "runs", "List, show, compare, follow, stop, plot and remove recorded runs."),
+    "submit": ("envbuilder.cli.submit_cmd", "submit", "Submit a job to a cluster (Slurm, Kubernetes, SkyPilot) as a tracked run."),
+    "config": ("envbuilder.cli.config_cmd", "config", "Show the effective build and network defaults and where each came from."),
     "schema": ("envbuilder.cli.runs_cmd", "schema", "Print the JSON schema of the project config ([tool.envbuilder])."),
 }
 
@@ -53,7 +64,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="envbuilder")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug output.")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="ENVBUILDER_HOME",
+@click.option("--data-dir", envvar="ENVBUILDER_HOME",
               help="State directory (git cache, logs, runs). Default ~/.envbuilder.")
 @click.option("--docker", "docker_binary", envvar="ENVBUILDER_DOCKER", metavar="PATH",
               help="docker CLI to build with (buildx, or a client with built-in BuildKit).")
@@ -64,7 +75,22 @@ def cli(ctx: click.Context, verbose: bool, data_dir: str | None, docker_binary: 
 
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    if data_dir is not None:
+        _check_data_dir(data_dir)
     ctx.obj["settings"] = Settings.from_env(data_dir, docker_binary)
+
+
+def _check_data_dir(value: str) -> None:
+    """An empty --data-dir is a mistake (an unset variable in a script), not a request for the default."""
+    import os
+
+    if not value.strip():
+        raise UsageError("data-dir-invalid", "--data-dir is empty",
+                         "pass a folder (e.g. --data-dir ~/.envbuilder), or leave the option out for the default")
+    path = os.path.expanduser(value)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UsageError("data-dir-invalid", f"--data-dir {value} exists and is not a folder",
+                         "pass a folder (it is made when missing)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"envbuilder: {exc}", err=True)
+        click.echo(redact_text(f"envbuilder: {exc}"), err=True)
         if as_json:
             _emit_error_json(exc.to_json())
         return exc.exit_code
@@ -104,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: no traceback unless -v
         if verbose:
             raise
-        click.echo(f"envbuilder: internal error: {type(exc).__name__}: {exc} (rerun with -v for details)", err=True)
+        click.echo(redact_text(f"envbuilder: internal error: {type(exc).__name__}: {exc} (rerun with -v for details)"),
+                   err=True)
         return EXIT_ERROR
     finally:
         restore()
@@ -114,7 +141,7 @@ def _emit_error_json(payload: dict) -> None:
     """With --json, every command's failure is also one JSON object on stdout, so a host app never parses text."""
     import json
 
-    click.echo(json.dumps(payload, indent=2, default=str))
+    click.echo(redact_text(json.dumps(payload, indent=2, default=str)))
 
 
 def _terminate_like_ctrl_c():

@@ -22,7 +22,19 @@ from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be
 @click.option("--ref", help="Branch, tag or commit when SOURCE is a git URL.")
 @target_options
 @network_options
-@click.option("--tag", "-t", metavar="NAME[:TAG]", help="Also tag the image NAME[:TAG].")
+@click.option("--tag", "-t", "tags", multiple=True, metavar="NAME[:TAG]",
+              help="Also tag the image NAME[:TAG] (repeatable). With --push, a bare TAG is pushed as REGISTRY/REPO:TAG.")
+@click.option("--push", "push", metavar="REGISTRY/REPO",
+              help="Push the image under its content-addressed tag (REGISTRY/REPO:<build key>); first pull it "
+                   "instead of building when the registry already has that tag.")
+@click.option("--no-reuse", is_flag=True, help="Build even when the registry has the content-addressed tag.")
+@click.option("--cache-from", "cache_from", multiple=True, metavar="REF",
+              help="Reuse layers of this registry image or cache (repeatable), e.g. REGISTRY/REPO:buildcache.")
+@click.option("--cache-to", "cache_to", metavar="REF",
+              help="Write the build's layer cache to REF (a registry cache with buildx, else an inline cache "
+                   "pushed with the image as REF).")
+@click.option("--platform", metavar="OS/ARCH",
+              help="Build for another platform (linux/arm64, linux/amd64; needs buildx): resolves for its arch.")
 @click.option("--dockerfile", "dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="FILE", help="Build FILE (a rendered Dockerfile you edited) instead of rendering one.")
 @click.option("--netrc", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
@@ -32,32 +44,68 @@ from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be
 @click.option("--no-cache", is_flag=True, help="Rebuild every step, even when an image with this key exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
-def build(ctx: click.Context, source: str, ref: str | None, flags, request, network, tag: str | None,
+def build(ctx: click.Context, source: str, ref: str | None, flags, request, network, tags: tuple[str, ...],
+          push: str | None, no_reuse: bool, cache_from: tuple[str, ...], cache_to: str | None, platform: str | None,
           dockerfile: Path | None, netrc: Path | None, lock_file: Path | None, no_cache: bool, as_json: bool) -> None:
     """Build SOURCE's image for the resolved plan.
 
     The image is tagged envbuilder/<project>:<build key> and :latest. A build whose Dockerfile, context files
-    and base image are unchanged returns the existing image at once (cached). Ctrl-C stops the build and keeps
-    the previous image.
+    and base image are unchanged returns the existing image at once (cached). With --push REGISTRY/REPO (or a
+    `registry` in the user config, for reuse only) a missing image is first looked up in the registry under
+    REGISTRY/REPO:<build key> and pulled when another machine built it. Ctrl-C stops the build and keeps the
+    previous image.
     """
     from envbuilder.api import build_project
+    from envbuilder.build.registry import RegistryOptions, check_repository
 
+    registry = None
+    if push is not None:
+        registry = RegistryOptions(check_repository(push), push=True, reuse=not no_reuse, tags=tags)
+    if platform is not None:
+        flags = _platform_flags(flags, platform)
     verbose = bool(ctx.find_root().obj.get("verbose"))
     with _progress(verbose) as on_line:
         done = build_project(source, ref=ref, flags=flags, request=request, network=network,
-                             settings=settings_of(ctx), tag=tag, dockerfile=dockerfile, netrc=netrc, lock=lock_file,
-                             no_cache=no_cache, on_line=on_line)
+                             settings=settings_of(ctx), tag=None if push else (tags[0] if tags else None),
+                             extra_tags=() if push else tags[1:], dockerfile=dockerfile, netrc=netrc, lock=lock_file,
+                             no_cache=no_cache, on_line=on_line, registry=registry, cache_from=cache_from,
+                             cache_to=cache_to, platform=platform)
     built, plan, result = done.image, done.plan, done.to_json()
     if as_json:
         result.pop("steps")
         emit_json(result)
         return
     out = console()
-    state = "[green]cached[/] (no build needed)" if built.cached else f"built in {built.seconds:.1f} s"
-    out.print(f"[bold]{built.image}[/]  {state}")
+    if built.reused:
+        state = f"reused [bold]{built.reused}[/] (built elsewhere)"
+    else:
+        state = "[green]cached[/] (no build needed)" if built.cached else f"built in {built.seconds:.1f} s"
+    out.print(f"[bold]{built.image}[/]  {state}", soft_wrap=True)
     out.print(f"  torch {plan.torch.local}, Python {plan.python}; also tagged {', '.join(built.tags[1:])}")
+    for pushed in built.pushed:
+        out.print(f"  pushed {pushed}", soft_wrap=True)
+    if built.digest:
+        out.print(f"  digest {built.digest}", soft_wrap=True)
     if built.log:
         out.print(f"  log: {built.log}", soft_wrap=True)
+
+
+_PLATFORM_ARCH = {"linux/amd64": "x86_64", "linux/x86_64": "x86_64", "linux/arm64": "aarch64",
+                  "linux/arm64/v8": "aarch64", "linux/aarch64": "aarch64"}
+
+
+def _platform_flags(flags, platform: str):
+    """The target flags for --platform: the resolver's plan for that OS and architecture."""
+    from envbuilder.errors import UsageError
+
+    arch = _PLATFORM_ARCH.get(platform)
+    if arch is None:
+        raise UsageError("usage", f"--platform {platform} is not one envbuilder builds for",
+                         f"pass one of {', '.join(sorted(_PLATFORM_ARCH))}")
+    if flags.arch is not None and {"arm64": "aarch64"}.get(flags.arch, flags.arch) != arch:
+        raise UsageError("usage", f"--platform {platform} and --target-arch {flags.arch} disagree",
+                         "pass one of them")
+    return flags.model_copy(update={"os": "linux", "arch": arch})
 
 
 class _Progress:
@@ -112,12 +160,14 @@ class _progress:
 
     def _plain(self, line: str) -> None:
         if self.verbose or line.startswith("# ") or _is_step_header(line):
-            self.err.print(line, markup=False, highlight=False, soft_wrap=True)
+            # Build output is the engine's text: no rich markup and no emoji codes (`envbuilder:x:1000` in an
+            # /etc/passwd line would print as an emoji).
+            self.err.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
     def _live(self, line: str) -> None:
         changed = self.display.progress.feed(line)
         if line.startswith("# "):
-            self.err.print(line, style="dim", markup=False, soft_wrap=True)
+            self.err.print(line, style="dim", markup=False, emoji=False, highlight=False, soft_wrap=True)
         if changed is None:
             return
         if changed.status == "running":
@@ -126,7 +176,7 @@ class _progress:
             mark = {"done": "[green]✓[/]", "cached": "[blue]cached[/]", "error": "[red]✗[/]"}[changed.status]
             took = f" {changed.seconds:.1f}s" if changed.status == "done" and changed.seconds else ""
             width = max(self.err.width - 20, 40)
-            self.err.print(f"{mark} #{changed.number} {_escape(changed.title[:width])}{took}")
+            self.err.print(f"{mark} #{changed.number} {_escape(changed.title[:width])}{took}", emoji=False, highlight=False)
 
 
 def _is_step_header(line: str) -> bool:
@@ -139,3 +189,9 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def build_progress(verbose: bool) -> _progress:
+    """The build display above, for the commands that build on their way (`run`, `pipeline`, `shell`):
+    a context manager giving the on_line callback."""
+    return _progress(verbose)

@@ -9,7 +9,9 @@ A project from a git URL is untrusted: --trust/--allow-mounts grant its jobs wha
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,7 +20,7 @@ from envbuilder.cli.options import deferred_target_options
 from envbuilder.cli.output import emit_json, settings_of
 
 
-class _DashDashCommand(click.Command):
+class DashDashCommand(click.Command):
     """Keeps what follows the first `--` apart: `run PATH -- CMD ...` runs CMD instead of a job."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -29,7 +31,10 @@ class _DashDashCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-def _trust_options(f):
+_DashDashCommand = DashDashCommand  # the name submit_cmd imports
+
+
+def trust_options(f):
     for decorator in reversed((
         click.option("--trust", "trust", multiple=True, metavar="GRANTS",
                      help="Let a project from a git URL do more: mounts, docker-socket, env or all (comma-separated)."),
@@ -50,74 +55,118 @@ def job_or_command(ctx: click.Context, job_and_args: tuple[str, ...]) -> tuple[s
     raise click.UsageError("name a JOB from the project's config, or pass -- CMD ...")
 
 
-def _run_options(f):
+def container_options(f):
+    """The container flags `run` and `shell` share. Flags only: a project's config cannot set them."""
     for decorator in reversed((
-        click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build)."),
+        click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build); pulled when "
+                     "it is not here."),
         click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]",
                      help="Mount a host path (repeatable); read-only unless :rw."),
         click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-                     help="Host folder mounted writable at /artifacts. Default: the job's artifacts folder."),
+                     help="Host folder mounted writable at /artifacts, used as it is. Default: a folder of the "
+                          "run's own, ARTIFACTS/<job>/<run-id> in the project (a `latest` link per job)."),
         click.option("--env", "env", multiple=True, metavar="K=V", help="Environment variable for the job (repeatable)."),
+        click.option("--env-file", "env_files", multiple=True, metavar="FILE",
+                     help="Variables from FILE: NAME=VALUE lines, # comments, as docker's --env-file (repeatable; "
+                     "--env wins)."),
         click.option("--gpus", metavar="auto|all|none|N", help="GPUs for the container. Default: the job's (auto)."),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the job's output goes to stderr)."),
+        click.option("--publish", "-p", "publish", multiple=True, metavar="[IP:]HOST:CONTAINER[/udp]",
+                     help="Publish a container port on the host (repeatable), as docker run -p: on every "
+                     "interface unless IP is given."),
+        click.option("--cpus", metavar="N", help="Limit the job to N CPUs' worth of time (e.g. 2 or 0.5)."),
+        click.option("--memory", metavar="SIZE", help="Limit the job's memory (e.g. 8g); a job killed for "
+                     "passing it is recorded so."),
+        click.option("--rw", is_flag=True, help="Mount the project read-write (default: read-only)."),
     )):
         f = decorator(f)
     return f
 
 
-@click.command(cls=_DashDashCommand, context_settings={"ignore_unknown_options": True})
+def run_options(*, mounts, artifacts, env, env_files, gpus, publish, cpus, memory, rw, network_mode, trust,
+                allow_mounts, **rest) -> Any:
+    """RunOptions from the container flags; every value checked before anything is built."""
+    from envbuilder.run.flags import (
+        load_env_files,
+        parse_cpus,
+        parse_memory,
+        parse_publish_arg,
+    )
+    from envbuilder.run.spec import RunOptions, parse_env_args, parse_mount_arg
+    from envbuilder.run.trust import parse_trust
+
+    return RunOptions(mounts=tuple(parse_mount_arg(m) for m in mounts), artifacts_dir=artifacts,
+                      env={**load_env_files(env_files), **parse_env_args(env)}, gpus=gpus,
+                      network=_docker_network(network_mode), read_only_project=not rw,
+                      trust=parse_trust(trust, allow_mounts=allow_mounts),
+                      publish=tuple(parse_publish_arg(p) for p in publish), cpus=parse_cpus(cpus),
+                      memory=parse_memory(memory), **rest)
+
+
+@click.command(cls=DashDashCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("path", metavar="PATH")
 @click.argument("job_and_args", nargs=-1, type=click.UNPROCESSED, metavar="[JOB [ARGS]...] [-- CMD...]")
 @deferred_target_options
 @deferred_network_options
-@_run_options
-@_trust_options
+@container_options
+@trust_options
 @click.option("--ref", help="Branch, tag or commit when PATH is a git URL.")
-@click.option("--resume", metavar="CHECKPOINT", help="Resume from CHECKPOINT (through the job's resume-arg).")
-@click.option("--rw", is_flag=True, help="Mount the project read-write (default: read-only).")
+@click.option("--resume", metavar="CHECKPOINT|last",
+              help="Resume from CHECKPOINT (through the job's resume-arg); `last`: the newest checkpoint of the "
+                   "job's newest completed or stopped run.")
 @click.option("--stop-on-nan", is_flag=True,
               help="Stop the job (SIGTERM, as Ctrl-C does) at its first NaN or infinite loss.")
+@click.option("--detach", "-d", is_flag=True,
+              help="Start the job, print its run id and return; `envbuilder runs logs -f ID` follows it.")
+@click.option("--interactive", "-i", is_flag=True, help="Run on this terminal (-it): type into the job, as in a shell.")
+@click.option("--tty", "-t", is_flag=True, help="Same as -i (a terminal is given when stdin is one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the job's output goes to stderr).")
 @click.pass_context
-def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, network, network_mode, image, mounts,
-        artifacts, env, gpus, as_json, trust, allow_mounts, ref, resume, rw, stop_on_nan) -> None:
+def run(ctx: click.Context, path: str, job_and_args: tuple[str, ...], target, network, image, ref, resume,
+        stop_on_nan, detach, interactive, tty, as_json, **flags) -> None:
     """Run JOB from PATH's config, or `-- CMD ...`, inside the project's image.
 
     The image is built first when needed (cached when nothing changed). The project is mounted read-only at
-    /workspace/project, the artifacts folder writable at /artifacts; the job runs as you, so what it writes
-    is yours. Ctrl-C stops the job (SIGTERM, then SIGKILL after 10 s) and records the run as stopped.
+    /workspace/project, the run's own artifacts folder writable at /artifacts; the job runs as you, so what it writes
+    is yours. The run id is printed as it starts. Ctrl-C stops the job (SIGTERM, then SIGKILL after 10 s) and
+    records the run as stopped. --detach leaves it running, recorded by a watcher process; -it gives it this
+    terminal (its output then goes to the terminal only, not to the run's log).
     """
     from envbuilder.run.launch import RunRequest
-    from envbuilder.run.spec import RunOptions, parse_env_args, parse_mount_arg
-    from envbuilder.run.trust import parse_trust
 
+    if detach and (interactive or tty):
+        raise click.UsageError("--detach and -i/-t are alternatives: a detached job has no terminal")
     job_name, args, command = job_or_command(ctx, job_and_args)
-    # Mounts and variables are checked before anything is built.
-    options = RunOptions(args=tuple(args), mounts=tuple(parse_mount_arg(m) for m in mounts), artifacts_dir=artifacts,
-                         env=parse_env_args(env), gpus=gpus, network=_docker_network(network_mode),
-                         read_only_project=not rw, resume_from=resume, stop_on_nan=stop_on_nan,
-                         trust=parse_trust(trust, allow_mounts=allow_mounts))
-    done = _run_project(ctx, path, RunRequest(job=job_name, command=command), ref=ref, image=image, target=target,
-                        network=network, options=options, as_json=as_json)
+    mode = "detached" if detach else "interactive" if (interactive or tty) else "attached"
+    # Mounts, variables and limits are checked before anything is built.
+    options = run_options(args=tuple(args), resume_from=resume, stop_on_nan=stop_on_nan, mode=mode,
+                          docker_cli=settings_of(ctx).docker_binary, **flags)
+    done = run_project_cli(ctx, path, RunRequest(job=job_name, command=command), ref=ref, image=image, target=target,
+                           network=network, options=options, as_json=as_json)
     result = done.result
     if as_json:
         emit_json(done.to_json())
+    elif result.status == "running":
+        click.echo(result.run_id)  # on stdout alone, for `ID=$(envbuilder run -d ...)`
+        click.echo(f"follow it: envbuilder runs logs -f {result.run_id}; stop it: envbuilder runs stop "
+                   f"{result.run_id}", err=True)
     else:
         _print_result(result)
-    _exit_with(result, f"run {result.run_id}")
+    if result.status != "running":
+        _exit_with(result, f"run {result.run_id}")
 
 
 @click.command()
 @click.argument("path", metavar="PATH")
 @deferred_target_options
 @deferred_network_options
-@click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build).")
+@click.option("--image", metavar="IMAGE", help="Run in IMAGE as it is (no resolve, no build); pulled when it is not here.")
 @click.option("--ref", help="Branch, tag or commit when PATH is a git URL.")
 @click.option("--skip", "skip", multiple=True, metavar="JOB", help="Leave JOB out (repeatable).")
 @click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Resume the first job that has a resume-arg (training) from FILE.")
 @click.option("--gpus", metavar="auto|all|none|N", help="GPUs for every job. Default: each job's (auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the jobs' output goes to stderr).")
-@_trust_options
+@trust_options
 @click.pass_context
 def pipeline(ctx: click.Context, path: str, target, network, network_mode, image, ref, skip, from_checkpoint, gpus,
              as_json, trust, allow_mounts) -> None:
@@ -131,9 +180,9 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 
     what = RunRequest(pipeline=True, skip=tuple(skip), from_checkpoint=from_checkpoint)
     options = RunOptions(gpus=gpus, network=_docker_network(network_mode), trust=parse_trust(trust, allow_mounts=allow_mounts))
-    done = _run_project(ctx, path, what, ref=ref, image=image, target=target, network=network, options=options,
-                        as_json=as_json,
-                        on_job=lambda name, image_ref: click.secho(f"── {name} in {image_ref}", bold=True, err=True))
+    done = run_project_cli(ctx, path, what, ref=ref, image=image, target=target, network=network, options=options,
+                           as_json=as_json,
+                           on_job=lambda name, image_ref: click.secho(f"── {name} in {image_ref}", bold=True, err=True))
     result = done.result
     if as_json:
         emit_json(done.to_json())
@@ -146,17 +195,20 @@ def pipeline(ctx: click.Context, path: str, target, network, network_mode, image
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
-def _run_project(ctx, source, what, *, ref, image, target, network, options, as_json, on_job=None):
-    """The project run, through envbuilder.api.run_project: in --image as it is, else in the project's image,
-    built when missing or stale.
+def run_project_cli(ctx, source, what, *, ref, image, target, network, options, as_json, on_job=None):
+    """The project run, through envbuilder.api.run_project: in --image as it is (pulled when missing), else in
+    the project's image, built when missing or stale, with the display `build` shows.
 
     target and network are the deferred option values: built here, only when there is a plan to make, so that
     `run --image` never loads the resolver's models."""
     settings = settings_of(ctx)
     verbose = bool(ctx.find_root().obj.get("verbose"))
+    output = JobOutput(err=as_json)
     chosen = []
+    display = _BuildDisplay(verbose)
 
     def announce(picked) -> None:
+        display.close()  # the job's output comes next, below the build's
         chosen.append(picked.ref)
         if picked.build is not None and (not as_json or verbose):
             built, plan = picked.build.image, picked.build.plan
@@ -164,21 +216,79 @@ def _run_project(ctx, source, what, *, ref, image, target, network, options, as_
             click.echo(f"{click.style(built.image, bold=True)} ({state}; torch {plan.torch.local}, Python {plan.python})",
                        err=True)
 
+    def started(record) -> None:
+        if options is None or options.mode != "detached":
+            click.secho(f"run {record.id} started (log: {record.log_path})", dim=True, err=True)
+
     common = {"ref": ref, "options": options, "image": image, "settings": settings, "on_image": announce,
-              "on_line": _job_output(as_json), "on_job": on_job and (lambda name: on_job(name, chosen[-1])),
-              "on_warning": warn}
+              "on_line": output.line, "on_progress": output.progress if output.live else None,
+              "on_job": on_job and (lambda name: on_job(name, chosen[-1])), "on_warning": warn,
+              "on_start": started, "on_pull": lambda ref: click.echo(f"envbuilder: pulling {ref} (not here yet)",
+                                                                     err=True)}
     from envbuilder.api import run_project
 
-    if image:
-        return run_project(source, what, **common)
-    from envbuilder.build.progress import is_step_header
+    try:
+        if image:
+            return run_project(source, what, **common)
+        flags, request = target()
+        return run_project(source, what, flags=flags, request=request, network=network(),
+                           on_build_line=display.line, **common)
+    finally:
+        display.close()
 
-    def progress(line: str) -> None:
-        if verbose or is_step_header(line):
-            click.secho(line, dim=True, err=True)
 
-    flags, request = target()
-    return run_project(source, what, flags=flags, request=request, network=network(), on_build_line=progress, **common)
+class _BuildDisplay:
+    """`build`'s progress display (cli.build_cmd), opened at the first build line and closed before the job
+    runs: a cached image shows nothing, and the job's output never mixes with a live display."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.progress = None
+        self.on_line = None
+
+    def line(self, line: str) -> None:
+        if self.on_line is None:
+            from envbuilder.cli.build_cmd import build_progress
+
+            self.progress = build_progress(self.verbose)
+            self.on_line = self.progress.__enter__()
+        self.on_line(line)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            progress, self.progress = self.progress, None
+            progress.__exit__(None, None, None)
+
+
+class JobOutput:
+    """A job's output as it comes: each line; a line it redraws with carriage returns (tqdm), live on a
+    terminal, rewritten in place (at most 10 times a second), and once, in its last state, when it ends."""
+
+    REDRAW_S = 0.1
+
+    def __init__(self, *, err: bool) -> None:
+        self.err = err
+        stream = sys.stderr if err else sys.stdout
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self.drawn = False
+        self.drawn_at = 0.0
+
+    def line(self, text: str) -> None:
+        if self.drawn:
+            click.echo("\r\x1b[K", nl=False, err=self.err)
+            self.drawn = False
+        click.echo(text, err=self.err)
+
+    def progress(self, text: str) -> None:
+        import shutil
+        import time
+
+        now = time.monotonic()
+        if now - self.drawn_at < self.REDRAW_S:
+            return
+        self.drawn_at, self.drawn = now, True
+        width = shutil.get_terminal_size().columns
+        click.echo("\r\x1b[K" + text[: max(width - 1, 20)], nl=False, err=self.err)
 
 
 def warn(message: str) -> None:
@@ -189,13 +299,6 @@ def warn(message: str) -> None:
 
 def _docker_network(network_mode: str | None) -> str | None:
     return None if network_mode in (None, "default") else network_mode
-
-
-def _job_output(as_json: bool):
-    def echo(line: str) -> None:
-        click.echo(line, err=as_json)
-
-    return echo
 
 
 def _exit_code(result) -> int:

@@ -21,8 +21,15 @@ _DOCKER_DIAGNOSES: tuple[tuple[str, str, str], ...] = (
      "docker-permission", "add your user to the docker group or run with sudo"),
     (r"could not select device driver .*gpu|nvidia-container-cli|unknown or invalid runtime name: nvidia",
      "nvidia-runtime-missing", "install the NVIDIA Container Toolkit and restart Docker, or run with --gpus none"),
+    # `--publish` onto a host port something else holds: "Bind for 0.0.0.0:8080 failed: port is already allocated"
+    (r"port is already allocated|address already in use",
+     "port-in-use", "the host port of a --publish is taken: pick another HOST port, or stop what listens there"),
     (r"pull access denied|manifest unknown|not found: manifest|failed to resolve source metadata|repository does not exist",
      "image-not-found", "check the image name; with no registry reachable use `envbuilder base bootstrap` and --base-image"),
+    # A registry's 401 as the engine words it (distribution inspect, push, pull from a private registry).
+    (r"no basic auth credentials|unauthorized: authentication required|authentication required|unauthorized: |"
+     r"denied: requested access",
+     "registry-auth", "log in to the registry: `envbuilder login HOST -u USER --password-stdin`"),
     (r"ProxyError|Cannot connect to proxy|Unable to connect to proxy|proxy (?:error|connect)|tunnel error",
      "proxy-unreachable", "the build could not use its proxy: check --http-proxy/--https-proxy (HTTP(S)_PROXY), "
      "and list local mirrors in --no-proxy"),

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 if TYPE_CHECKING:
     from envbuilder.docker.buildkit import BuildRequest
@@ -52,17 +52,48 @@ class Engine(Protocol):
 
     def remove_image(self, ref: str, *, force: bool = False) -> None: ...
 
+    def save_images(self, refs: Sequence[str]) -> Iterator[bytes]:
+        """`docker save`: one docker-archive tar of the images with their tags (shared layers once), streamed."""
+        ...
+
+    def load_images(self, data: BinaryIO) -> tuple[str, ...]:
+        """`docker load` from a docker-archive tar stream; what the engine loaded (tags, or ids when untagged)."""
+        ...
+
     def build(self, request: BuildRequest, *, on_line: Callable[[str], None],
               timeout: float | None = None) -> CommandResult:
         """Run one BuildKit build, streaming its plain progress lines."""
+        ...
+
+    def push(self, ref: str, *, on_line: Callable[[str], None] | None = None) -> str:
+        """`docker push REF` (auth as pull); the manifest digest the registry stored, "sha256:..."."""
+        ...
+
+    def registry_digest(self, ref: str) -> str | None:
+        """The manifest digest the registry holds for REF (the engine asks the registry, GET
+        /distribution/REF/json, with the engine's TLS trust and the config's auth); None when it has no such tag."""
+        ...
+
+    def login(self, registry: str, username: str, password: str) -> str:
+        """`docker login REGISTRY -u USER --password-stdin`: checks the credentials and stores them in Docker's
+        config (or its credential helper). The password goes on stdin only. The docker CLI's answer."""
         ...
 
     def run_detached(self, image: str, command: list[str], *, name: str | None = None,
                      mounts: Iterable[tuple[str, str, bool]] = (), env: Mapping[str, str] | None = None,
                      user: str | None = None, workdir: str | None = None, gpus: str | int | None = None,
                      shm_size: str | None = None, labels: Mapping[str, str] | None = None,
-                     network: str | None = None, attach: bool = False) -> str:
-        """Start a container in the background (pulling a missing image first); its id."""
+                     network: str | None = None, attach: bool = False,
+                     ports: Iterable[tuple[str, int, int, str]] = (), cpus: float | None = None,
+                     memory: str | None = None) -> str:
+        """Start a container in the background (pulling a missing image first); its id.
+
+        ports: (host IP, "" for every interface as `docker run -p` does; host port; container port; tcp|udp)
+        published; cpus: `docker run --cpus`; memory: `docker run --memory`, in Docker's size syntax."""
+        ...
+
+    def pull(self, ref: str, *, what: str | None = None) -> None:
+        """`docker pull` with the registry auth of Docker's own config; failures are diagnosed DockerErrors."""
         ...
 
     def run_once(self, image: str, command: list[str], **run_options: Any) -> tuple[int, list[str]]:
@@ -73,16 +104,19 @@ class Engine(Protocol):
         """The container's State dict (Status, ExitCode, ...), or None when it no longer exists."""
         ...
 
-    def stream_logs(self, container_id: str, on_line: Callable[[str], None]) -> None:
-        """Follow the container's output until it exits, one call of on_line per line."""
+    def stream_logs(self, container_id: str, on_line: Callable[[str], None],
+                    on_progress: Callable[[str], None] | None = None) -> None:
+        """Follow the container's output until it exits, one call of on_line per line; a line redrawn with
+        carriage returns (a progress bar) comes once, in its last state, and each earlier state to on_progress."""
         ...
 
     def log_lines(self, container_id: str) -> list[str]:
         """Everything the container has written so far, split as stream_logs splits it."""
         ...
 
-    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None]) -> int:
-        """Every line of the container's output until it exits; its exit code."""
+    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None],
+                       on_progress: Callable[[str], None] | None = None) -> int:
+        """Every line of the container's output until it exits (split as stream_logs splits it); its exit code."""
         ...
 
     def wait(self, container_id: str) -> int: ...
@@ -95,6 +129,10 @@ class Engine(Protocol):
 
     def containers_labelled(self, key: str, value: str) -> list[str]:
         """Ids of every container (any state, created included) with label key=value."""
+        ...
+
+    def images_labelled(self, key: str, value: str | None = None) -> list[dict]:
+        """`docker images --filter label=key[=value]`: each image's summary (Id, RepoTags, Created, Size, Labels)."""
         ...
 
 

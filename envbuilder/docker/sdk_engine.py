@@ -6,10 +6,10 @@ imports the socket engine hands over. Imported only when chosen: the SDK's impor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from envbuilder.docker.diagnose import diagnose_docker
 from envbuilder.docker.base_engine import EngineBase, gpu_count, shm_bytes, split_ref
@@ -74,9 +74,68 @@ class SdkEngine(EngineBase):
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         self._call(f"removing {ref}", lambda: self.client.api.remove_image(ref, force=force), missing_ok=True)
 
-    def pull(self, ref: str, *, what: str) -> None:
+    def save_images(self, refs: Sequence[str]) -> Iterator[bytes]:
+        what = f"saving {', '.join(refs)}"
+        api = self.client.api
+        # The SDK's get_image takes one name; the endpoint takes several (GET /images/get?names=..), which keeps
+        # the layers the images share once in the archive.
+        response = self._call(what, lambda: api._get(api._url("/images/get"), params={"names": list(refs)}, stream=True))
+        self._call(what, lambda: api._raise_for_status(response))
+        return self._chunks(what, response)
+
+    def _chunks(self, what: str, response: Any) -> Iterator[bytes]:
+        try:
+            yield from response.iter_content(1 << 20)
+        except Exception as exc:  # the engine went away mid-stream (requests' own types)
+            raise diagnose_docker(str(exc), what=what) from None
+        finally:
+            response.close()
+
+    def load_images(self, data: BinaryIO) -> tuple[str, ...]:
+        what = "loading images"
+        # Not quiet: the engine's progress messages keep the connection busy while it unpacks gigabytes, so the
+        # client's read timeout only fires on an engine that stopped answering.
+        messages = self._call(what, lambda: list(self.client.api.load_image(data, quiet=False)))
+        loaded: list[str] = []
+        for message in messages or ():
+            if message.get("error") or message.get("errorDetail"):
+                detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
+                raise diagnose_docker(str(detail), what=what)
+            for line in str(message.get("stream", "")).splitlines():
+                # "Loaded image: repo:tag", or "Loaded image ID: sha256:..." for an untagged image
+                for prefix in ("Loaded image: ", "Loaded image ID: "):
+                    if line.startswith(prefix):
+                        loaded.append(line[len(prefix):].strip())
+        return tuple(loaded)
+
+    def pull(self, ref: str, *, what: str | None = None) -> None:
         """Pull with the registry auth the SDK reads from the docker config; failures name `what` needed it."""
-        self._call(what, lambda: self.client.images.pull(ref))
+        self._call(what or f"pulling {ref}", lambda: self.client.images.pull(ref))
+
+    def push(self, ref: str, *, on_line: Callable[[str], None] | None = None) -> str:
+        repo, tag = split_ref(ref)
+        what = f"pushing {ref}"
+        digest = None
+        for message in self._call(what, lambda: self.client.api.push(repo, tag, stream=True, decode=True)):
+            # The push answers 200 and reports a failure (auth, TLS, a full disk) inside the stream.
+            if message.get("error") or message.get("errorDetail"):
+                detail = (message.get("errorDetail") or {}).get("message") or message.get("error")
+                raise diagnose_docker(str(detail), what=what)
+            digest = (message.get("aux") or {}).get("Digest") or digest
+            if on_line and message.get("status"):
+                on_line(" ".join(str(message[k]) for k in ("id", "status") if message.get(k)))
+        if not digest:
+            raise DockerError("push-failed", f"{what}: the registry answered no digest", "rerun with -v")
+        return digest
+
+    def registry_digest(self, ref: str) -> str | None:
+        found = self._call(f"asking the registry for {ref}", lambda: self.client.api.inspect_distribution(ref),
+                           missing_ok=True)
+        return None if found is None else found["Descriptor"]["digest"]
+
+    def _credentials_changed(self) -> None:
+        if "client" in self.__dict__:
+            self.client.api.reload_config()
 
     def run_detached(
         self,
@@ -93,6 +152,9 @@ class SdkEngine(EngineBase):
         labels: Mapping[str, str] | None = None,
         network: str | None = None,
         attach: bool = False,  # the SDK cannot attach before start: follow_to_exit re-reads the output instead
+        ports: Iterable[tuple[str, int, int, str]] = (),  # (host IP, host port, container port, tcp|udp)
+        cpus: float | None = None,
+        memory: str | None = None,
     ) -> str:
         """Start a container in the background and return its id; the SDK pulls an image that is not here."""
         from docker.types import DeviceRequest, Mount
@@ -114,6 +176,9 @@ class SdkEngine(EngineBase):
                 shm_size=None if shm_size is None else shm_bytes(shm_size),
                 labels=dict(labels or {}),
                 network_mode=network,
+                ports=_port_bindings(ports) or None,
+                nano_cpus=None if cpus is None else int(round(cpus * 1e9)),
+                mem_limit=None if memory is None else shm_bytes(memory),
                 init=True,  # a real PID 1 forwards SIGTERM to the job and reaps its DataLoader workers
             ),
         )
@@ -152,3 +217,15 @@ class SdkEngine(EngineBase):
         found = self._call("listing containers", lambda: self.client.api.containers(
             all=True, quiet=True, filters={"label": f"{key}={value}"}))
         return [item["Id"] for item in found or ()]
+
+    def images_labelled(self, key: str, value: str | None = None) -> list[dict]:
+        label = key if value is None else f"{key}={value}"
+        return list(self._call("listing images", lambda: self.client.api.images(filters={"label": label})) or ())
+
+
+def _port_bindings(ports: Iterable[tuple[str, int, int, str]]) -> dict[str, list[tuple[str, int]]]:
+    """`docker run -p` bindings as the SDK takes them: {"8000/tcp": [(host IP, host port)]}."""
+    bindings: dict[str, list[tuple[str, int]]] = {}
+    for host_ip, host_port, container_port, protocol in ports:
+        bindings.setdefault(f"{container_port}/{protocol}", []).append((host_ip, host_port))
+    return bindings

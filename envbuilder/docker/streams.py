@@ -4,7 +4,7 @@ lines split per stream. Pure byte handling, shared by both engines; must not imp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 FRAME_HEADER = 8  # stream type (1 byte: 1 stdout, 2 stderr), 3 zero bytes, payload size (uint32, big-endian)
 
@@ -33,14 +33,41 @@ def demuxed(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield buffer[0], bytes(buffer[FRAME_HEADER:])
 
 
-def split_lines(frames: Iterable[tuple[int, bytes]]) -> Iterator[str]:
+def split_lines(frames: Iterable[tuple[int, bytes]], on_partial: Callable[[str], None] | None = None) -> Iterator[str]:
     """Lines from (stream, bytes) pieces, each stream split on its own: a partial stdout line is never glued
-    to a stderr line that arrived in between."""
+    to a stderr line that arrived in between.
+
+    A line redrawn with carriage returns (tqdm, pip and curl progress bars) is one line in its last state, not
+    every state joined: what a terminal would show once it ends. Until its newline comes, each new state is
+    passed to on_partial (for a live display), and only the last one is kept in memory, so a bar redrawn for
+    hours costs one state, not hours of text."""
     pending: dict[int, bytes] = {}
     for stream, chunk in frames:
-        *lines, pending[stream] = (pending.get(stream, b"") + chunk).split(b"\n")
+        *lines, rest = (pending.get(stream, b"") + chunk).split(b"\n")
         for line in lines:
-            yield line.decode("utf-8", "replace").rstrip("\r")
+            yield last_state(line)
+        if b"\r" in rest:
+            before = pending.get(stream, b"")
+            rest = _collapse(rest)
+            if on_partial is not None and rest != before and last_state(rest):
+                on_partial(last_state(rest))
+        pending[stream] = rest
     for stream in sorted(pending):
         if pending[stream]:
-            yield pending[stream].decode("utf-8", "replace").rstrip("\r")
+            yield last_state(pending[stream])
+
+
+def last_state(line: bytes) -> str:
+    """What a terminal shows of a line redrawn with carriage returns: its last segment with text in it
+    (a trailing \\r is the end of a CRLF line ending)."""
+    segments = line.rstrip(b"\r").split(b"\r")
+    shown = next((s for s in reversed(segments) if s.strip()), b"")
+    return shown.decode("utf-8", "replace")
+
+
+def _collapse(partial: bytes) -> bytes:
+    """A partial line with carriage returns cut to two segments: the last one with text before the final
+    segment, and the final segment itself (still being written: the next piece continues it)."""
+    *earlier, final = partial.split(b"\r")
+    shown = next((s for s in reversed(earlier) if s.strip()), b"")
+    return shown + b"\r" + final

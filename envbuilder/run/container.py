@@ -99,35 +99,90 @@ def exit_message(exit_code: int | None) -> str | None:
 # --- running ----------------------------------------------------------------------------------------
 
 
-def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[str], None] | None = None) -> RunResult:
+def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[str], None] | None = None,
+                on_progress: Callable[[str], None] | None = None,
+                on_start: Callable[[Any], None] | None = None) -> RunResult:
     """Run `spec` in a container; record it; return how it ended.
 
+    on_start is given the run's record as soon as it is recorded (before the image is pulled or the container
+    starts), so the run id is known from the start; on_line gets each line of the job's output, on_progress
+    each state of a line the job redraws with carriage returns (a progress bar) before the line ends.
     Ctrl-C stops the container (SIGTERM, grace, SIGKILL), records `stopped`, removes the container and
     re-raises KeyboardInterrupt. After a successful job with exports, each model is verified in the same
     image; a failed verification fails the run.
     """
+    record = begin_run(spec, store)
+    if on_start:
+        on_start(record)
+    if spec.mode == "interactive":
+        return _run_interactive(spec, record, store)
+    container = start_container(spec, record.id, docker, store, attach=spec.mode == "attached")
+    if spec.mode == "detached":
+        from envbuilder.run.detach import start_watcher
+
+        start_watcher(spec, record, container, docker=docker, store=store)
+        return RunResult(record.id, "running", None, {}, spec.artifacts_dir, Path(record.log_path),
+                         "detached: a watcher process follows and records it", job=spec.job)
+    return watch_run(spec, record, container, docker=docker, store=store, on_line=on_line, on_progress=on_progress)
+
+
+def _run_interactive(spec: RunSpec, record: Any, store: Any) -> RunResult:
+    """`run -it` and `shell`: the container on this terminal (envbuilder.run.interactive), recorded by its exit.
+    Its output went to the terminal, not to the log; metrics and export checks need a followed run."""
+    from envbuilder.run.interactive import run_interactive
+
+    log_path = Path(record.log_path)
+    try:
+        code = run_interactive(spec, record.id)
+    except BaseException as exc:
+        why = describe(exc)
+        _quietly(lambda: store.finish_run(record.id, "failed", None, why))
+        raise
+    status = "completed" if code == 0 else "failed"
+    # 125: `docker run` itself failed (it printed why on the terminal); 126/127: the command could not run
+    message = ("docker run could not start the container (exit 125; its error is above)" if code == 125
+               else exit_message(code))
+    _quietly(lambda: log_path.write_text("envbuilder: an interactive session: its output went to the terminal\n",
+                                         encoding="utf-8"))
+    store.finish_run(record.id, status, code, message)
+    return RunResult(record.id, status, code, {}, spec.artifacts_dir, log_path, message,
+                     duration_s=max(0.0, time.time() - record.started_at.timestamp()), job=spec.job)
+
+
+def begin_run(spec: RunSpec, store: Any) -> Any:
+    """Record the run (`running`, owned by this process) with its artifacts folder made: its record."""
     _make_artifacts_dir(spec.artifacts_dir)
-    record = store.start_run(spec.project_name, spec.argv, job=spec.job, image=spec.image, plan=spec.plan,
-                             artifacts_dir=spec.artifacts_dir, args=spec.record_args())
-    run_id, log_path, started = record.id, Path(record.log_path), time.monotonic()
+    return store.start_run(spec.project_name, spec.argv, job=spec.job, image=spec.image, plan=spec.plan,
+                           artifacts_dir=spec.artifacts_dir, args=spec.record_args(), run_id=spec.run_id,
+                           origin=spec.origin)
+
+
+def watch_run(spec: RunSpec, record: Any, container: str, *, docker: Any, store: Any,
+              on_line: Callable[[str], None] | None = None,
+              on_progress: Callable[[str], None] | None = None) -> RunResult:
+    """Follow the started run's container to its end, then record how it ended and remove the container (the
+    part of execute_run a detached run's watcher process does: envbuilder.run.detach)."""
+    run_id, log_path, started = record.id, Path(record.log_path), record.started_at.timestamp()
     # the metrics' parsers are imported when a job runs, not with this module
     from envbuilder.run.metric_channels import MetricRecorder
 
     sink = MetricRecorder(store, run_id, extra_patterns=spec.metric_patterns, artifacts_dir=spec.artifacts_dir,
-                          since=time.time())
-    container = _start_container(spec, run_id, docker, store)
+                          since=started)
     sink.start()  # polls the metrics file; only once there is a job to write it
     if spec.stop_on_nan:
         sink.on_nonfinite = lambda why: _stop_in_background(store, run_id, docker, container, spec.grace_s)
     last_lines: deque[str] = deque(maxlen=HINT_LINES)
     exit_code, timed_out = _follow(spec, run_id, container, log_path, sink, docker, store,
-                                   _keeping(last_lines, on_line))
+                                   _keeping(last_lines, on_line), on_progress)
     # The job has ended: whatever happens from here on (cleanup, verification, Ctrl-C), the run is recorded.
     verified: tuple = ()
     try:
+        out_of_memory = exit_code == 137 and spec.memory is not None and _oom_killed(docker, container)
         docker.remove_container(container)
         stop_requested = store.stop_requested(run_id)
         status, message = final_status(exit_code, stop_requested=stop_requested), exit_message(exit_code)
+        if out_of_memory:
+            message = f"exited with 137: killed for using more than its memory limit (--memory {spec.memory})"
         if timed_out:
             status, message = "failed", f"ran past its timeout of {spec.timeout_s:g} s and was stopped"
         elif stop_requested:
@@ -149,9 +204,9 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
     if status == "failed":
         from envbuilder.run.hints import job_hint
 
-        hint = job_hint(last_lines)
+        hint = job_hint(last_lines, read_only_project=bool(spec.mounts) and spec.mounts[0].read_only)
     return RunResult(run_id, status, exit_code, dict(sink.last), spec.artifacts_dir, log_path, message, verified,
-                     time.monotonic() - started, spec.job, hint, tuple(sink.notices))
+                     max(0.0, time.time() - started), spec.job, hint, tuple(sink.notices))
 
 
 def _keeping(lines: deque[str], on_line: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -173,11 +228,14 @@ def _make_artifacts_dir(artifacts_dir: Path | None) -> None:
                               "pass --artifacts DIR with a folder you can write") from None
 
 
-def _start_container(spec: RunSpec, run_id: str, docker: Any, store: Any) -> str:
+def _oom_killed(docker: Any, container: str) -> bool:
+    return bool((_quietly(lambda: docker.container_state(container)) or {}).get("OOMKilled"))
+
+
+def start_container(spec: RunSpec, run_id: str, docker: Any, store: Any, *, attach: bool) -> str:
+    """Start the recorded run's container and record its id; a refused start is recorded `failed` and raised."""
     try:
-        container = docker.run_detached(spec.image, list(spec.argv), mounts=spec.container_mounts(), env=dict(spec.env),
-                                        user=spec.user, workdir=spec.workdir, gpus=spec.gpus, shm_size=spec.shm_size,
-                                        labels=spec.labels(run_id), network=spec.network, attach=True)
+        container = docker.run_detached(spec.image, list(spec.argv), attach=attach, **spec.container_options(run_id))
     except EnvbuilderError as exc:
         store.finish_run(run_id, "failed", None, str(exc))
         _remove_labelled(docker, run_id)  # a refused start (no NVIDIA runtime) leaves a `created` container
@@ -196,7 +254,7 @@ def _start_container(spec: RunSpec, run_id: str, docker: Any, store: Any) -> str
 
 
 def _follow(spec: RunSpec, run_id: str, container: str, log_path: Path, sink: MetricRecorder, docker: Any, store: Any,
-            on_line: Callable[[str], None] | None) -> tuple[int, bool]:
+            on_line: Callable[[str], None] | None, on_progress: Callable[[str], None] | None) -> tuple[int, bool]:
     """(the job's exit code, whether it ran past its timeout), with its output in the log, metrics and on_line."""
     timed_out = threading.Event()
     timer = None
@@ -217,7 +275,9 @@ def _follow(spec: RunSpec, run_id: str, container: str, log_path: Path, sink: Me
                 if on_line:
                     on_line(line)
 
-            exit_code = docker.follow_to_exit(container, handle)
+            # on_progress only when asked for: an engine written before it (a host application's) still works
+            progress = {"on_progress": on_progress} if on_progress is not None else {}
+            exit_code = docker.follow_to_exit(container, handle, **progress)
             sink.finish()
     except KeyboardInterrupt:
         # Ctrl-C: give the job its grace period to checkpoint, record why it ended, leave nothing behind.

@@ -2,6 +2,8 @@
 
 Owns PipelineResult and run_pipeline. Each job becomes a RunSpec (envbuilder.run.spec) carried out by the
 executor (envbuilder.run.container); this module only chooses the order, what is skipped and which job resumes.
+Given an ArtifactsHome, each job's run is placed by envbuilder.run.artifacts (its own folder; a job that needs
+another works in the folder of that job's run in this pipeline).
 Must not import docker, pydantic or the CLI.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from envbuilder.errors import EnvbuilderError
+from envbuilder.run.artifacts import ArtifactsHome, make_run_folder, place_run
 from envbuilder.run.container import RunResult, execute_run
 from envbuilder.run.spec import RunOptions, run_spec
 
@@ -47,11 +50,16 @@ def run_pipeline(
     has_nvidia: Callable[[], bool],
     on_line: Callable[[str], None] | None = None,
     on_job: Callable[[str], None] | None = None,
+    on_start: Callable[[Any], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    home: ArtifactsHome | None = None,
+    git: tuple[str | None, bool | None] = (None, None),
 ) -> PipelineResult:
     """Run the config's pipeline in order in one image; stop at the first job that does not complete.
 
     from_checkpoint resumes the first job (not skipped) that has a resume-arg, e.g. train. options apply to
-    every job (the pipeline command sets only GPUs and the network).
+    every job (the pipeline command sets only GPUs and the network). With `home`, every run gets its own
+    artifacts folder (envbuilder.run.artifacts) and records `git` (commit, dirty); without, the job's folder.
     """
     skip = tuple(skip)
     order = config.pipeline_order()
@@ -67,13 +75,26 @@ def run_pipeline(
                                   "add e.g. resume-arg = \"--resume {checkpoint}\" to the training job")
     skipped = tuple(n for n in order if n in skip)
     runs: list[RunResult] = []
+    folders: dict[str, Path] = {}  # job -> the artifacts folder of its run in this pipeline
     for index, name in enumerate(todo):
         if on_job:
             on_job(name)
+        job = config.jobs[name]
         job_options = replace(options or RunOptions(), resume_from=from_checkpoint if name == resume_job else None)
-        spec = run_spec(image, project_dir, job=config.jobs[name], job_name=name, options=job_options, plan=plan,
+        placed = None
+        if home is not None:
+            shared = next((folders[n] for n in reversed(job.needs) if n in folders), None)
+            placed = place_run(store, home, name, job, job_options, git=git, shared=shared)
+            job_options = placed.options
+        spec = run_spec(image, project_dir, job=job, job_name=name, options=job_options, plan=plan,
                         project_name=project_name, has_nvidia=has_nvidia)
-        runs.append(execute_run(spec, docker=docker, store=store, on_line=on_line))
+        if placed is not None:
+            make_run_folder(placed)
+            spec = replace(spec, run_id=placed.run_id, origin=placed.origin)
+        runs.append(execute_run(spec, docker=docker, store=store, on_line=on_line, on_progress=on_progress,
+                                on_start=on_start))
+        if runs[-1].artifacts_dir is not None:
+            folders[name] = Path(runs[-1].artifacts_dir)
         if not runs[-1].ok:
             return PipelineResult(tuple(runs), skipped, tuple(todo[index + 1 :]))
     return PipelineResult(tuple(runs), skipped)

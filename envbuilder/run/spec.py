@@ -3,8 +3,9 @@ decided by one pure function from the job's config, the caller's options and the
 
 Owns the run's container layout (/workspace/project read-only, /artifacts writable, a checkpoint from elsewhere
 mounted read-only under /opt/envbuilder-inputs), the parsing of the run options users type (--mount, --env,
---gpus) and the defaults (shm, user). No Docker, no store, no I/O but path resolution: the one host fact it
-needs (is there an NVIDIA GPU, for `--gpus auto`) is a callable the caller passes, asked only for `auto`.
+--gpus; --publish, --cpus, --memory and --env-file are envbuilder.run.flags') and the defaults (shm, user). No
+Docker, no store, no I/O but path resolution: the one host fact it needs (is there an NVIDIA GPU, for
+`--gpus auto`) is a callable the caller passes, asked only for `auto`.
 Must not import docker, the run store, pydantic (the project's Mount is imported only to parse --mount)
 or the CLI.
 """
@@ -25,6 +26,7 @@ from envbuilder.imagelayout import (
     LABEL_RUN_ID,
 )
 from envbuilder.quantities import is_env_name, parse_gpu_request
+from envbuilder.run.flags import PublishedPort, check_publish
 
 CONTAINER_ARTIFACTS = "/artifacts"
 # The metrics channel's file, under the artifacts folder (its contract: envbuilder.run.metric_channels).
@@ -33,6 +35,9 @@ METRICS_RELPATH = ".envbuilder/metrics.jsonl"
 CONTAINER_EXTRA_DIR = "/opt/envbuilder-inputs"  # where a checkpoint from outside the mounts is mounted
 DEFAULT_GRACE_S = 10.0
 DEFAULT_SHM_CAP = 2 * 1024**3  # Docker's 64m default starves DataLoader workers; half the RAM, at most 2 GiB
+# attached: envbuilder follows the job here; detached: a watcher process does (`run --detach`);
+# interactive: the job gets this terminal (`run -it`, `shell`).
+RUN_MODES = ("attached", "detached", "interactive")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ class RunOptions:
     resume_from: str | None = None  # a checkpoint, given to the job through its resume-arg
     stop_on_nan: bool = False  # stop the job (SIGTERM, grace, SIGKILL) at its first NaN or infinite loss
     trust: frozenset[str] = frozenset()  # what a remote project's jobs are granted (envbuilder.run.trust.GRANTS)
+    publish: tuple[PublishedPort, ...] = ()  # parse_publish_arg()
+    cpus: float | None = None  # parse_cpus(): `docker run --cpus`
+    memory: str | None = None  # parse_memory(): `docker run --memory`, Docker's size syntax
+    mode: str = "attached"  # RUN_MODES: followed here; detached (a watcher process follows it); interactive (a TTY)
+    docker_cli: str | None = None  # the docker CLI an interactive run uses (None: `docker` on PATH)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,19 @@ class RunSpec:
     exports: tuple[Any, ...] = ()  # the job's declared ONNX exports, verified after a successful run
     plan: Mapping[str, Any] | None = None  # what the store keeps of the plan (torch, flavour, Python, plan hash)
     stop_on_nan: bool = False  # stop the job gracefully at its first NaN or infinite loss (run.metric_channels)
+    publish: tuple[PublishedPort, ...] = ()
+    cpus: float | None = None
+    memory: str | None = None
+    mode: str = "attached"  # RUN_MODES
+    docker_cli: str | None = None
+    run_id: str | None = None  # drawn before the run is recorded when its artifacts folder is named after it
+    origin: Any = None  # run.record.RunOrigin: the project's git commit, the run it resumed from (run.artifacts)
+
+    def container_options(self, run_id: str) -> dict[str, Any]:
+        """Every container setting, as Engine.run_detached takes them (the command and image aside)."""
+        return {"mounts": self.container_mounts(), "env": dict(self.env), "user": self.user, "workdir": self.workdir,
+                "gpus": self.gpus, "shm_size": self.shm_size, "labels": self.labels(run_id), "network": self.network,
+                "ports": [p.as_tuple() for p in self.publish], "cpus": self.cpus, "memory": self.memory}
 
     def container_mounts(self) -> list[tuple[str, str, bool]]:
         mounts = [m.as_tuple() for m in self.mounts]
@@ -101,9 +124,11 @@ class RunSpec:
 
     def record_args(self) -> dict[str, Any]:
         """What the run store keeps of how the run was started (`runs show` prints it)."""
+        limits = {"publish": [str(p) for p in self.publish], "cpus": self.cpus, "memory": self.memory}
         return {"args": list(self.args), "resume_from": self.resume_from, "project_dir": str(self.project_dir),
                 "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
-                "gpus": self.gpus, "shm_size": self.shm_size, "user": self.user}
+                "gpus": self.gpus, "shm_size": self.shm_size, "user": self.user,
+                **{key: value for key, value in limits.items() if value}}  # only those given
 
 
 def run_spec(
@@ -154,6 +179,8 @@ def run_spec(
         resume_from=options.resume_from, timeout_s=job.timeout if job is not None else None,
         metric_patterns=tuple(job.metric_specs()) if job is not None else (),
         exports=tuple(job.exports) if job is not None else (), plan=plan, stop_on_nan=options.stop_on_nan,
+        publish=check_publish(options.publish), cpus=options.cpus, memory=options.memory,
+        mode=_check_mode(options.mode), docker_cli=options.docker_cli,
     )
 
 
@@ -264,6 +291,12 @@ def container_path_for(path: str, *, project_dir: Path, artifacts_dir: Path | No
                 pass
     target = f"{CONTAINER_EXTRA_DIR}/{host.name}"
     return target, ResolvedMount(host, target, True)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in RUN_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, not {mode!r}")
+    return mode
 
 
 def _check_mount_targets(mounts: Sequence[ResolvedMount], artifacts_dir: Path | None) -> None:

@@ -7,10 +7,12 @@ the Protocol with the same parameters, so it cannot drift from the real engines.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 @dataclass
@@ -46,14 +48,15 @@ class FakeEngine:
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     builds: list[Any] = field(default_factory=list)
     scripts: list[ScriptedRun] = field(default_factory=list)
+    registry: dict[str, dict] = field(default_factory=dict)  # ref -> inspect dict: what pull() can fetch
     transport: str = "fake"
     _ids: Any = field(default_factory=lambda: itertools.count(1), repr=False)
 
     # --- set-up ------------------------------------------------------------------------------------------
     def add_image(self, ref: str, image_id: str | None = None, *, labels: Mapping[str, str] | None = None,
-                  env: Iterable[str] = ()) -> dict:
+                  env: Iterable[str] = (), created: int = 0, size: int = 0) -> dict:
         info = {"Id": image_id or f"sha256:{next(self._ids):064x}",
-                "Config": {"Labels": dict(labels or {}), "Env": list(env)}}
+                "Config": {"Labels": dict(labels or {}), "Env": list(env)}, "Created": created, "Size": size}
         self.images[ref] = info
         return info
 
@@ -99,6 +102,23 @@ class FakeEngine:
         self.calls.append(("remove_image", ref, force))
         self.images.pop(ref, None)
 
+    def save_images(self, refs: Sequence[str]) -> Iterator[bytes]:
+        """A stand-in archive: the images' inspect dicts as JSON (a real one is a docker-archive tar)."""
+        self.calls.append(("save_images", tuple(refs)))
+        missing = [ref for ref in refs if ref not in self.images]
+        if missing:
+            from envbuilder.errors import DockerError
+
+            raise DockerError("docker-failed", f"saving {', '.join(refs)} failed: reference does not exist: {missing[0]}")
+        data = json.dumps({ref: self.images[ref] for ref in refs}).encode()
+        return iter([data[: len(data) // 2], data[len(data) // 2:]])
+
+    def load_images(self, data: BinaryIO) -> tuple[str, ...]:
+        archive = json.loads(data.read())
+        self.calls.append(("load_images", tuple(archive)))
+        self.images.update(archive)
+        return tuple(archive)
+
     def build(self, request: Any, *, on_line: Callable[[str], None], timeout: float | None = None) -> Any:
         self.calls.append(("build", request.tag))
         self.builds.append(request)
@@ -107,15 +127,21 @@ class FakeEngine:
         if self.build_error is not None:
             raise self.build_error
         self.add_image(request.tag, f"sha256:{len(self.builds)}", labels=request.labels)
+        if getattr(request, "cache_to", None):  # an inline cache, as the engine's own BuildKit writes it
+            self.tag(request.tag, request.cache_to)
+            self.push(request.cache_to)
         return None
 
     def run_detached(self, image: str, command: list[str], *, name: str | None = None,
                      mounts: Iterable[tuple[str, str, bool]] = (), env: Mapping[str, str] | None = None,
                      user: str | None = None, workdir: str | None = None, gpus: str | int | None = None,
                      shm_size: str | None = None, labels: Mapping[str, str] | None = None,
-                     network: str | None = None, attach: bool = False) -> str:
+                     network: str | None = None, attach: bool = False,
+                     ports: Iterable[tuple[str, int, int, str]] = (), cpus: float | None = None,
+                     memory: str | None = None) -> str:
         options = {"name": name, "mounts": list(mounts), "env": dict(env or {}), "user": user, "workdir": workdir,
-                   "gpus": gpus, "shm_size": shm_size, "labels": dict(labels or {}), "network": network}
+                   "gpus": gpus, "shm_size": shm_size, "labels": dict(labels or {}), "network": network,
+                   "ports": list(ports), "cpus": cpus, "memory": memory}
         container_id = f"{next(self._ids):064x}"
         self.calls.append(("run_detached", image, list(command)))
         script = self._script_for(image)
@@ -139,20 +165,66 @@ class FakeEngine:
         return {"Status": container.status, "ExitCode": container.exit_code if container.status == "exited" else 0,
                 "Running": container.status == "running"}
 
-    def stream_logs(self, container_id: str, on_line: Callable[[str], None]) -> None:
+    def pull(self, ref: str, *, what: str | None = None) -> None:
+        """Copies registry[ref] into images, else fails as Docker's pull of an unknown repository does."""
+        self.calls.append(("pull", ref))
+        if ref not in self.registry:
+            from envbuilder.docker.diagnose import diagnose_docker
+
+            raise diagnose_docker(f"pull access denied for {ref}, repository does not exist or may require "
+                                  "'docker login'", what=what or f"pulling {ref}")
+        self.images[ref] = self.registry[ref]
+
+    def push(self, ref: str, *, on_line: Callable[[str], None] | None = None) -> str:
+        """Copies images[ref] into registry[ref]; the digest is derived from the image id, as a registry's is
+        from the image's bytes."""
+        self.calls.append(("push", ref))
+        if ref not in self.images:
+            from envbuilder.errors import DockerError
+
+            raise DockerError("docker-failed", f"pushing {ref} failed: An image does not exist locally with the tag")
+        self.registry[ref] = self.images[ref]
+        return self._digest(ref)
+
+    def registry_digest(self, ref: str) -> str | None:
+        self.calls.append(("registry_digest", ref))
+        return self._digest(ref) if ref in self.registry else None
+
+    def _digest(self, ref: str) -> str:
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(self.registry[ref]["Id"].encode()).hexdigest()
+
+    def login(self, registry: str, username: str, password: str) -> str:
+        self.calls.append(("login", registry, username))  # never the password: tests check it is not kept
+        return "Login Succeeded"
+
+    def stream_logs(self, container_id: str, on_line: Callable[[str], None],
+                    on_progress: Callable[[str], None] | None = None) -> None:
+        """Scripted lines are split as the engines split real output: a line with carriage returns (a progress
+        bar) comes in its last state, its earlier states to on_progress."""
         self.calls.append(("stream_logs", container_id))
-        for line in self.log_lines(container_id):
+        from envbuilder.docker.streams import split_lines
+
+        container = self._container(container_id)
+        # each redraw (a piece starting with \r) arrives on its own, as a program's separate writes do
+        raw = [piece for line in (container.lines if container is not None else [])
+               for piece in re.split(rb"(?=\r)", line.encode() + b"\n") if piece]
+        for line in split_lines(((1, chunk) for chunk in raw), on_progress):
             on_line(line)
         container = self._container(container_id)
         if container is not None:
             self._finish(container)
 
     def log_lines(self, container_id: str) -> list[str]:
-        container = self._container(container_id)
-        return list(container.lines) if container is not None else []
+        from envbuilder.docker.streams import last_state
 
-    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None]) -> int:
-        self.stream_logs(container_id, on_line)
+        container = self._container(container_id)
+        return [last_state(line.encode()) for line in container.lines] if container is not None else []
+
+    def follow_to_exit(self, container_id: str, on_line: Callable[[str], None],
+                       on_progress: Callable[[str], None] | None = None) -> int:
+        self.stream_logs(container_id, on_line, on_progress)
         return self.wait(container_id)
 
     def wait(self, container_id: str) -> int:
@@ -182,3 +254,15 @@ class FakeEngine:
     def containers_labelled(self, key: str, value: str) -> list[str]:
         self.calls.append(("containers_labelled", key, value))
         return [c.id for c in self.containers.values() if c.options["labels"].get(key) == value]
+
+    def images_labelled(self, key: str, value: str | None = None) -> list[dict]:
+        """Summaries as GET /images/json gives them: one per image id, with every tag it has."""
+        self.calls.append(("images_labelled", key, value))
+        found: dict[str, dict] = {}
+        for ref, info in self.images.items():
+            labels = info["Config"]["Labels"]
+            if key in labels and (value is None or labels[key] == value):
+                summary = found.setdefault(info["Id"], {"Id": info["Id"], "RepoTags": [], "Labels": dict(labels),
+                                                        "Created": info.get("Created", 0), "Size": info.get("Size", 0)})
+                summary["RepoTags"].append(ref)
+        return list(found.values())
