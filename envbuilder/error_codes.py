@@ -194,6 +194,9 @@ _ENTRIES = (
         "cluster-command-failed": "a cluster engine command or API call failed",
         "cluster-no-kubeconfig": "no kubeconfig to reach the Kubernetes cluster",
         "cluster-unreachable": "the Kubernetes API server could not be reached",
+        "cluster-forbidden": "the Kubernetes API server refused the call: credentials rejected (401) or no RBAC "
+                             "permission (403)",
+        "cluster-job-exists": "the Kubernetes API server already has a Job of that name in the namespace (409)",
     }),
     # Air-gap bundles (build/bundle.py, build/wheelhouse.py) and CI workflows (render/ci.py).
     *_table(UsageError, {

@@ -70,10 +70,12 @@ status=0
 
 say "Runs"
 "${eb[@]}" runs list 2>/dev/null | head -n 5 || true
-say "Artifacts in $project/artifacts"
-ls -l "$project/artifacts" 2>/dev/null || true
-if [ -f "$project/artifacts/tinynet.metadata.json" ]; then
-  python3 - "$project/artifacts/tinynet.metadata.json" <<'EOF'
+# each run has its own folder; export works in the folder of the train run it follows (train/latest)
+run_dir="$project/artifacts/train/latest"
+say "Artifacts in $run_dir"
+ls -l "$run_dir/" 2>/dev/null || true
+if [ -f "$run_dir/tinynet.metadata.json" ]; then
+  python3 - "$run_dir/tinynet.metadata.json" <<'EOF'
 import json, sys
 meta = json.load(open(sys.argv[1]))
 check = meta["verification"]

@@ -63,7 +63,9 @@ def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
     meta = json.loads(Path(model["metadata_path"]).read_text())
     assert meta["plan"]["torch"].startswith(torch_version) and meta["plan"]["flavor"] == "cpu"
     assert meta["inputs"][0]["name"] == "input" and meta["opsets"]["ai.onnx"] == 17
-    artifacts = project / "artifacts"
+    # train's own run folder; export needs train, so it worked in that folder
+    artifacts = Path(train["artifacts_dir"])
+    assert artifacts.parent == project / "artifacts" / "train" and Path(export["artifacts_dir"]) == artifacts
     assert {p.name for p in artifacts.iterdir()} >= {"checkpoint.pt", "tinynet.onnx", "tinynet.metadata.json"}
     assert all(p.stat().st_uid == os.getuid() for p in artifacts.iterdir())
     image = summary["image"]
@@ -88,14 +90,16 @@ def test_tinynet_pipeline_stop_resume_and_verified_export(cli, tmp_path):
     assert stopped.status == "stopped" and stopped.exit_code == 143, lines[-10:]
     assert any(line.startswith("SIGTERM: stopped at epoch") for line in lines)
 
-    # Resume from that checkpoint through the CLI and the job's resume-arg.
-    result = cli("run", str(project), "--image", image, "--resume", str(artifacts / "checkpoint.pt"), "--json", "train")
+    # Resume from that checkpoint through the CLI and the job's resume-arg: `last` is the stopped run's.
+    result = cli("run", str(project), "--image", image, "--resume", "last", "--json", "train")
     assert result.exit_code == 0, result.stderr[-3000:]
     resumed = json.loads(result.stdout)
     assert resumed["status"] == "completed" and resumed["metrics"]["epoch"] == 10
     log = Path(resumed["log_path"]).read_text()
-    assert "resumed from /artifacts/checkpoint.pt at epoch" in log
-    assert store.get(resumed["run_id"]).args["args"] == ["--resume", "/artifacts/checkpoint.pt"]
+    inside = f"/workspace/project/artifacts/train/{stopped.run_id}/checkpoint.pt"
+    assert f"resumed from {inside} at epoch" in log
+    record = store.get(resumed["run_id"])
+    assert record.args["args"] == ["--resume", inside] and record.parent_run == stopped.run_id
 
 
 def _running_id(store) -> str:

@@ -96,7 +96,10 @@ def test_the_container_gets_the_spec(project, settings, engine):
     [options] = started
     assert options["labels"][LABEL_RUN_ID] == done.result.run_id and options["network"] == "host"
     assert options["env"]["A"] == "1" and options["gpus"] is None and options["workdir"] == "/workspace/project"
-    assert options["mounts"] == [(str(project.resolve()), "/workspace/project", True)]
+    # a bare command's files are kept too: its own folder under artifacts/cmd/
+    run_folder = project.resolve() / "artifacts" / "cmd" / done.result.run_id
+    assert options["mounts"] == [(str(project.resolve()), "/workspace/project", True),
+                                 (str(run_folder), "/artifacts", False)]
 
 
 def test_a_failing_job_is_recorded_failed_with_its_exit_code(project, settings, engine):

@@ -1,4 +1,6 @@
-"""`envbuilder runs list|show|logs|stop|plot` and `envbuilder schema`: thin commands over envbuilder.run.store."""
+"""`envbuilder runs list|show|logs|stop|plot|compare|rm` and `envbuilder schema`: thin commands over
+envbuilder.run.store and envbuilder.run.history. Every command that takes a run accepts its id, a unique prefix
+of it, or `last` (the newest run)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 import click
 
-from envbuilder.cli.output import console, emit_json, settings_of
+from envbuilder.cli.output import emit_json, settings_of
 from envbuilder.errors import DockerError, EnvbuilderError
 
 _FOLLOW_POLL_S = 0.25
@@ -54,47 +56,78 @@ def _row(record) -> dict[str, Any]:
 
 @click.group("runs")
 def runs() -> None:
-    """List, show, follow, stop and plot recorded runs."""
+    """List, show, compare, follow, stop, plot and remove recorded runs.
+
+    RUN is a run id, a unique prefix of one, or `last` (the newest run)."""
+
+
+_LIST_COLUMNS = ("ID", "STATUS", "PROJECT", "JOB", "EXIT", "STARTED", "DURATION", "COMMIT", "METRICS", "COMMAND")
 
 
 @runs.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default="table", show_default=True,
+              help="table: aligned columns, one line per run (never wrapped); tsv: tab-separated with a header; "
+                   "json: every field.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--project", help="Only runs of this project.")
+@click.option("--job", help="Only runs of this job.")
 @click.option("--status", type=click.Choice(["queued", "running", "completed", "failed", "stopped"]),
               help="Only runs in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
 @click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool, project: str | None, status: str | None, limit: int) -> None:
-    """Recorded runs, newest first."""
+def list_cmd(ctx: click.Context, fmt: str, as_json: bool, project: str | None, job: str | None, status: str | None,
+             limit: int) -> None:
+    """Recorded runs, newest first, with each run's last metric values."""
     store = _store(ctx)
     _reconcile(ctx, store)
     _sync_cluster(store)
-    records = store.list_runs(limit=limit, project=project, status=status)
-    if as_json:
-        emit_json([_row(record) for record in records])
+    records = store.list_runs(limit=limit, project=project, status=status, job=job)
+    last = store.last_metrics([r.id for r in records])
+    if as_json or fmt == "json":
+        emit_json([{**_row(record), "last_metrics": {k: _json_number(v) for k, v in last[record.id].items()}}
+                   for record in records])
+        return
+    rows = [_list_row(record, last[record.id]) for record in records]
+    if fmt == "tsv":
+        for row in [_LIST_COLUMNS, *rows]:
+            click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
         return
     if not records:
         click.echo("no runs recorded")
         return
-    from rich.table import Table
+    _print_table(_LIST_COLUMNS, rows)
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "STATUS", "JOB", "EXIT", "STARTED", "DURATION", "COMMAND"):
-        table.add_column(column, no_wrap=column != "COMMAND")
-    for record in records:
-        table.add_row(record.id, record.status, record.job or "-",
-                      "-" if record.exit_code is None else str(record.exit_code),
-                      record.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), _duration(record.duration_s),
-                      " ".join(record.command))
-    console().print(table)
+
+def _list_row(record, metrics: dict[str, float]) -> tuple[str, ...]:
+    commit = (record.git_commit[:8] + ("+" if record.git_dirty else "")) if record.git_commit else "-"
+    return (record.id, record.status, record.project, record.job or "-",
+            "-" if record.exit_code is None else str(record.exit_code),
+            record.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"), _duration(record.duration_s), commit,
+            " ".join(f"{name}={value:.4g}" for name, value in sorted(metrics.items())) or "-",
+            " ".join(record.command))
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Aligned columns, one line per row. On a terminal the last column is cut to its width (…) so that no row
+    wraps; elsewhere (a pipe, a file) lines are whole: nothing is lost to a width no one chose."""
+    import shutil
+    import sys
+
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    room = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    for row in [header, *rows]:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+        if room is not None and len(line) > room:
+            line = line[: max(room - 1, 0)] + "…"
+        click.echo(line.rstrip())
 
 
 @runs.command("show")
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the record and its metric series).")
 @click.pass_context
 def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """One run: its record and the last value of each metric."""
+    """One run: its record, where it came from, and the last value of each metric."""
     store = _store(ctx)
     _reconcile(ctx, store)
     record = store.get(run_id)
@@ -108,14 +141,7 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         data["metrics_axis"] = store.metric_axis(record.id) if series else None  # what the steps count
         emit_json(data)
         return
-    fields = [("id", record.id), ("status", record.status), ("project", record.project), ("job", record.job),
-              ("image", record.image), ("command", " ".join(record.command)),
-              ("started", record.started_at.astimezone().isoformat(timespec="seconds")),
-              ("finished", record.finished_at.astimezone().isoformat(timespec="seconds") if record.finished_at else None),
-              ("duration", _duration(record.duration_s)), ("exit code", record.exit_code),
-              ("container", record.container_id), ("artifacts", record.artifacts_dir), ("log", record.log_path),
-              ("args", json.dumps(record.args) if record.args else None), ("error", record.error)]
-    for label, value in fields:
+    for label, value in _show_fields(record):
         if value is not None:
             click.echo(f"{label:>10}: {value}")
     for notice in record.notices:  # a NaN loss, a metrics channel that could not be read
@@ -126,8 +152,95 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         click.echo(f"{name:>10}: {value:.6g} ({axis} {step}, {len(points)} points)")
 
 
+def _show_fields(record) -> list[tuple[str, Any]]:
+    plan = record.plan or {}
+    plan_text = ", ".join(f"{key.replace('_', ' ')} {plan[key]}" for key in ("torch", "flavor", "python", "plan_hash")
+                          if plan.get(key)) or None
+    commit = (record.git_commit + (" (tracked files changed)" if record.git_dirty else "")) if record.git_commit \
+        else None
+    return [("id", record.id), ("status", record.status), ("project", record.project), ("job", record.job),
+            ("image", record.image), ("plan", plan_text), ("commit", commit), ("resumed", record.parent_run),
+            ("command", " ".join(record.command)),
+            ("started", record.started_at.astimezone().isoformat(timespec="seconds")),
+            ("finished", record.finished_at.astimezone().isoformat(timespec="seconds") if record.finished_at else None),
+            ("duration", _duration(record.duration_s)), ("exit code", record.exit_code),
+            ("container", record.container_id), ("artifacts", record.artifacts_dir), ("log", record.log_path),
+            ("args", json.dumps(record.args) if record.args else None), ("error", record.error)]
+
+
+@runs.command("compare")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_A RUN_B [RUN...]")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG of the runs' metrics overlaid (default: compare-<ids>.png in the runs folder).")
+@click.option("--all", "show_all", is_flag=True, help="Show every field, not only those that differ.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON (and the PNG's path).")
+@click.pass_context
+def compare(ctx: click.Context, run_ids: tuple[str, ...], output: Path | None, show_all: bool, as_json: bool) -> None:
+    """Two or more runs side by side: what differs in their config, plan and origin, their last metric
+    values, and one PNG with their metrics overlaid."""
+    from envbuilder.run.history import compare_runs
+
+    store = _store(ctx)
+    comparison = compare_runs(store, run_ids)
+    ids = [r.id for r in comparison.runs]
+    png, why = _compare_plot(store, ids, output)
+    if as_json:
+        emit_json({**comparison.to_json(), "plot": None if png is None else str(png), "plot_note": why})
+        return
+    rows = [row for row in comparison.rows if show_all or row.metric or row.differs]
+    if not any(row.differs for row in comparison.rows if not row.metric) and not show_all:
+        click.echo("the runs' config, plan and origin are the same (--all shows them)")
+    table = [(row.field, *row.values) for row in rows if not row.metric]
+    metrics = [(row.field, *row.values) for row in rows if row.metric]
+    if metrics:  # a section of its own: what the runs measured, under what they were
+        table += [("last metric values:", *[""] * len(ids)), *metrics]
+    _print_table(("", *ids), table)
+    click.echo(f"plot: {png}" if png is not None else f"no plot: {why}", err=png is None)
+
+
+def _compare_plot(store, ids: list[str], output: Path | None) -> tuple[Path | None, str | None]:
+    """(the PNG written, None) or (None, why there is none: no metrics, no matplotlib)."""
+    from envbuilder.run.plot import plot_compare
+
+    out = output or store.runs_dir / f"compare-{'-'.join(ids)[:180]}.png"
+    series = {run_id: store.metric_series(run_id) for run_id in ids}
+    axes = {run_id: store.metric_axis(run_id) for run_id in ids if series[run_id]}
+    try:
+        return plot_compare(series, out, axes_of=axes, title=f"{len(ids)} runs compared"), None
+    except EnvbuilderError as exc:
+        if exc.code not in ("no-metrics", "matplotlib-missing"):
+            raise
+        return None, f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+
+
+@runs.command("rm")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN...")
+@click.option("--artifacts", "with_artifacts", is_flag=True,
+              help="Also delete each run's own artifacts folder (never a folder given with --artifacts).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@click.pass_context
+def rm(ctx: click.Context, run_ids: tuple[str, ...], with_artifacts: bool, as_json: bool) -> None:
+    """Remove finished runs: their records, metrics and logs (artifacts stay unless --artifacts).
+    A running or queued run is refused: stop it first."""
+    from envbuilder.run.history import remove_runs
+
+    store = _store(ctx)
+    _reconcile(ctx, store)  # a run whose container ended while nobody watched is finished, so removable
+    removal = remove_runs(store, run_ids, artifacts=with_artifacts)
+    if as_json:
+        emit_json(removal.to_json())
+        return
+    for record in removal.runs:
+        kept = "" if with_artifacts or not record.artifacts_dir else f" (artifacts kept: {record.artifacts_dir})"
+        click.echo(f"removed {record.id}{kept}")
+    for folder in removal.artifacts_removed:
+        click.echo(f"deleted {folder}")
+    for folder, why in removal.artifacts_kept:
+        click.echo(f"kept {folder}: {why}")
+
+
 @runs.command("logs")
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run is no longer running.")
 @click.option("--tail", "tail", type=click.IntRange(min=0), help="Start with only the last N lines.")
 @click.pass_context
@@ -181,7 +294,7 @@ def _echo_bytes(data: bytes) -> None:
 
 
 @runs.command("stop")
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN")
 @click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds between SIGTERM and kill.")
 @click.pass_context
@@ -207,7 +320,7 @@ def stop(ctx: click.Context, run_id: str, grace_s: float) -> None:
 
 
 @runs.command("plot")
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG to write (default: metrics.png in the run's folder).")
 @click.pass_context
@@ -250,4 +363,6 @@ def _duration(seconds: float | None) -> str:
 
 def _json_number(value: float) -> float | str:
     # JSON has no NaN or infinity; say them as strings rather than emit invalid JSON.
-    return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    import math
+
+    return value if math.isfinite(value) else str(value)

@@ -2,8 +2,9 @@
 
 Owns run_project, the steps `envbuilder run` and `envbuilder pipeline` take after parsing their arguments:
 find the project folder, check the job exists and asks for nothing the user has not granted (a project from a
-git URL is untrusted: envbuilder.run.trust), all before any build; get the image, then run the job, the bare
-command or the pipeline. envbuilder.api.run_project is this function with the build step filled in
+git URL is untrusted: envbuilder.run.trust), all before any build; get the image, then place each run (its
+own artifacts folder, `--resume last`, the project's git commit: envbuilder.run.artifacts) and run the job, the
+bare command or the pipeline. envbuilder.api.run_project is this function with the build step filled in
 (api.build_project); `run --image` calls this module directly because envbuilder.api imports the resolver's
 models (~0.15 s, more than the whole run path may cost).
 Must not import pydantic, rich or the docker SDK at module level, nor envbuilder.api, build or the CLI: the
@@ -13,12 +14,13 @@ build step is a callable the caller passes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from envbuilder.errors import DockerError, ProjectError, UsageError
 from envbuilder.imagelayout import LABEL_PLAN_HASH, LABEL_PROJECT
+from envbuilder.run.artifacts import ArtifactsHome, make_run_folder, place_run
 from envbuilder.run.container import execute_run, host_has_nvidia
 from envbuilder.run.record import plan_summary
 from envbuilder.run.spec import RunOptions, run_spec
@@ -76,12 +78,17 @@ def run_project(
     on_job: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     has_nvidia: Callable[[], bool] = host_has_nvidia,
+    on_start: Callable[[Any], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    on_pull: Callable[[str], None] | None = None,
 ) -> ProjectRun:
     """Run `what` from the project at `source` in `image` (used as it is), or in the image `build` makes.
 
     on_image is told the image before anything runs; on_job, each pipeline job as it starts; on_line gets
     the jobs' output; on_warning, what the user should know (a local job that mounts the Docker socket, a
-    damaged run store moved aside). Raises EnvbuilderError before anything runs when the project, job or image
+    damaged run store moved aside); on_start, each run's record as soon as it is recorded (its id); on_progress,
+    each state of a progress bar a job redraws before its line ends; on_pull, an --image that is pulled because it
+    is not here. Raises EnvbuilderError before anything runs when the project, job or image
     is wrong, or when a remote project's jobs ask for what options.trust does not grant (untrusted-config).
     """
     if image is None and build is None:
@@ -102,24 +109,40 @@ def run_project(
         from envbuilder.docker.engine import Docker
 
         docker = Docker(settings.docker_binary)
-    chosen = existing_image(docker, image) if image is not None else build(source, commit or ref)
+    chosen = existing_image(docker, image, on_pull=on_pull) if image is not None else build(source, commit or ref)
     if on_image:
         on_image(chosen)
     from envbuilder.run.store import RunStore
 
     store = RunStore.from_settings(settings, on_notice=on_warning)
+    home = ArtifactsHome.of(source, project_dir, settings)
+    # A checkout from git is the fetched commit as it is; a local folder says what it has.
+    git = (commit, False) if commit else _git_state(project_dir)
     if what.pipeline:
         from envbuilder.run.pipeline import run_pipeline
 
         result: Any = run_pipeline(
             chosen.ref, project_dir, config, docker=docker, store=store, skip=what.skip,
             from_checkpoint=what.from_checkpoint, options=options, plan=chosen.plan,
-            project_name=chosen.project_name, has_nvidia=has_nvidia, on_line=on_line, on_job=on_job)
+            project_name=chosen.project_name, has_nvidia=has_nvidia, on_line=on_line, on_job=on_job,
+            on_start=on_start, on_progress=on_progress,
+            home=home, git=git)
     else:
-        spec = run_spec(chosen.ref, project_dir, job=job, job_name=what.job, command=what.command, options=options,
-                        plan=chosen.plan, project_name=chosen.project_name, has_nvidia=has_nvidia)
-        result = execute_run(spec, docker=docker, store=store, on_line=on_line)
+        placed = place_run(store, home, what.job, job, options, git=git)
+        spec = run_spec(chosen.ref, project_dir, job=job, job_name=what.job, command=what.command,
+                        options=placed.options, plan=chosen.plan, project_name=chosen.project_name,
+                        has_nvidia=has_nvidia)
+        make_run_folder(placed)
+        result = execute_run(replace(spec, run_id=placed.run_id, origin=placed.origin), docker=docker, store=store,
+                             on_line=on_line, on_progress=on_progress,
+                             on_start=on_start)
     return ProjectRun(chosen, result)
+
+
+def _git_state(project_dir: Path) -> tuple[str | None, bool | None]:
+    from envbuilder.run.gitstate import git_state
+
+    return git_state(project_dir)
 
 
 def _check_trust(source: str, project_dir: Path, config: Any, what: RunRequest, options: RunOptions | None,
@@ -148,11 +171,17 @@ def project_folder(source: str, ref: str | None, settings: Any) -> tuple[Path, s
     return Path(fetched.path), fetched.commit
 
 
-def existing_image(docker: Any, ref: str) -> ProjectImage:
-    """An image given by name, used as it is; its labels say how it was built when envbuilder built it."""
+def existing_image(docker: Any, ref: str, *, on_pull: Callable[[str], None] | None = None) -> ProjectImage:
+    """An image given by name, used as it is (pulled first when it is not here, on_pull told so); its labels
+    say how it was built when envbuilder built it. A failed pull raises the engine's diagnosed error."""
     info = docker.image_inspect(ref)
     if info is None:
-        raise DockerError("image-not-found", f"image {ref} is not available locally",
+        if on_pull:
+            on_pull(ref)
+        docker.pull(ref, what=f"pulling {ref} (not available locally)")
+        info = docker.image_inspect(ref)
+    if info is None:
+        raise DockerError("image-not-found", f"image {ref} is not available locally, even after a pull",
                           "build it with `envbuilder build`, or drop --image to build it now")
     labels = (info.get("Config") or {}).get("Labels") or {}
     plan = None

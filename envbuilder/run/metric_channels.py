@@ -83,15 +83,20 @@ def prefixed_record(line: str) -> str | None:
     return rest.lstrip(" \t:").strip() if rest[:1] in (" ", "\t", ":") or not rest else None
 
 
-def _fresh_tail(path: Path) -> JsonlTail | None:
-    """A tail on the run's metrics file, its folder made (the job only opens the file); an earlier run's file
-    is moved aside, so that this run's lines are all read even when the job rewrites the file."""
+def fresh_metrics_file(path: Path) -> None:
+    """Make the metrics file's folder (the job only opens the file) and move an earlier run's file aside, so
+    that this run's lines are all read even when the job rewrites the file. Cluster runs do it at submit."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             path.rename(path.with_name(f"metrics.{int(path.stat().st_mtime)}.jsonl"))
     except OSError:
         pass  # an unwritable artifacts folder fails the run elsewhere, with its own message
+
+
+def _fresh_tail(path: Path) -> JsonlTail | None:
+    """A tail on the run's metrics file, made fresh (fresh_metrics_file)."""
+    fresh_metrics_file(path)
     return JsonlTail(path)
 
 

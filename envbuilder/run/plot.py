@@ -92,17 +92,7 @@ def plot_run(series: Series, out_png: Path, title: str = "", axis: str = "step",
 
 def metrics_figure(series: Series, panels: list[tuple[str, list[str], bool]], title: str, axis: str):
     """The matplotlib Figure (on an Agg canvas) of `panels` (see panels_of) of `series`."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        raise EnvbuilderError("matplotlib-missing", "plotting needs matplotlib",
-                              "pip install 'envbuilder[plot]' (or matplotlib)") from None
-    figure = Figure(figsize=(8, 2.8 * len(panels) + 0.6), dpi=100)
-    FigureCanvasAgg(figure)
-    if title:
-        figure.suptitle(title)
+    figure, MaxNLocator = _figure(2.8 * len(panels) + 0.6, title)
     first = None
     for index, (label, names, log) in enumerate(panels):
         axes = figure.add_subplot(len(panels), 1, index + 1, sharex=first)
@@ -123,3 +113,62 @@ def metrics_figure(series: Series, panels: list[tuple[str, list[str], bool]], ti
             axes.tick_params(labelbottom=False)  # one set of x tick labels, under the axis label
     figure.tight_layout()
     return figure
+
+
+def _figure(height: float, title: str):
+    """A Figure on an Agg canvas (never pyplot), and matplotlib's MaxNLocator; `matplotlib-missing` without it."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise EnvbuilderError("matplotlib-missing", "plotting needs matplotlib",
+                              "pip install 'envbuilder[plot]' (or matplotlib)") from None
+    figure = Figure(figsize=(8, height), dpi=100)
+    FigureCanvasAgg(figure)
+    if title:
+        figure.suptitle(title)
+    return figure, MaxNLocator
+
+
+def plot_compare(runs: Mapping[str, Series], out_png: Path, *, axes_of: Mapping[str, str] | None = None,
+                 title: str = "") -> Path:
+    """Overlay the metrics of several runs (run label -> series) into one PNG: a panel per metric the runs
+    recorded (losses, then accuracies, then the learning rate, as plot_run orders them), a line per run.
+    Raises `no-metrics` when no run has anything finite to draw: no file is written."""
+    merged: dict[str, list[tuple[float, float]]] = {}
+    for series in runs.values():
+        for name, points in series.items():
+            merged.setdefault(name, []).extend(_finite(points))
+    names = [name for _, group, _ in panels_of(merged) for name in group]
+    if not names:
+        raise EnvbuilderError("no-metrics", f"nothing to plot: none of the runs {', '.join(runs)} recorded a finite "
+                              "metric value", "compare the table, or record metrics (docs/running.md, Metrics)")
+    names = names[: _MAX_OTHER]
+    kinds = set((axes_of or {}).values()) or {"step"}
+    x_label = X_LABELS.get(min(kinds), min(kinds)) if len(kinds) == 1 else "step or epoch (the runs differ)"
+    figure, MaxNLocator = _figure(2.6 * len(names) + 0.6, title)
+    first = None
+    for index, name in enumerate(names):
+        axes = figure.add_subplot(len(names), 1, index + 1, sharex=first)
+        first = first or axes
+        for label, series in runs.items():
+            points = _finite(series.get(name, ()))
+            if points:
+                axes.plot([s for s, _ in points], [v for _, v in points], label=label,
+                          marker="o" if len(points) < 30 else None, markersize=3, linewidth=1.2)
+        if _is_rate(name) and all(v > 0 for _, v in merged[name]):
+            axes.set_yscale("log")
+        axes.set_ylabel(name)
+        axes.grid(True, alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if index == len(names) - 1:
+            axes.set_xlabel(x_label)
+        else:
+            axes.tick_params(labelbottom=False)
+    figure.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, format="png")
+    return out_png

@@ -1,4 +1,5 @@
-"""RunRecord: one run as the run store holds it, and the statuses a run can be in.
+"""RunRecord: one run as the run store holds it, the statuses a run can be in, where it came from (RunOrigin)
+and how run ids are drawn.
 
 A frozen dataclass, not a pydantic model: the store returns one from every start and read, and `envbuilder run`
 must not pay for importing pydantic. The store (envbuilder.run.store) imports this module, never the reverse.
@@ -7,6 +8,7 @@ Must not import docker, pydantic (the plan's module is imported only when given 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -24,6 +26,24 @@ RUNNING: RunStatus = "running"
 QUEUED: RunStatus = "queued"  # submitted to a cluster's scheduler, not started yet
 ACTIVE_STATUSES: tuple[RunStatus, ...] = (QUEUED, RUNNING)
 FINISHED_STATUSES: tuple[RunStatus, ...] = ("completed", "failed", "stopped")
+LAST = "last"  # what `runs show last` (and every command that takes a run id) reads as the newest run
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """`r-YYYYMMDD-HHMMSS-xxxx` (UTC): sorts by start time, readable, and short enough to type. Drawn before the
+    run is recorded when its artifacts folder is named after it (envbuilder.run.artifacts)."""
+    now = now or datetime.now(timezone.utc)
+    return f"r-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """Where a run came from, recorded with it: the project's git commit and whether tracked files differed
+    from it (None when the project is not a git work tree), and the run it resumed from."""
+
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    parent_run: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +71,9 @@ class RunRecord:
     backend: str | None = None  # None: a local container; else the cluster engine (slurm, kubernetes, skypilot)
     backend_job_id: str | None = None  # the engine's id for the job (a Slurm job id, a Job name)
     notices: tuple[Mapping[str, str], ...] = ()  # {"code", "message"}: a NaN loss, a metrics channel unread...
+    git_commit: str | None = None  # the project's commit when the run started (None: not a git work tree)
+    git_dirty: bool | None = None  # tracked files differed from that commit
+    parent_run: str | None = None  # the run whose checkpoint this one resumed from
 
     @property
     def running(self) -> bool:

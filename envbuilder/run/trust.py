@@ -6,7 +6,7 @@ unless the user grants it on the command line (`--trust mounts,docker-socket,env
 folder is the user's own and keeps its powers, but a job that mounts an engine socket or `/` is warned about.
 What the config cannot ask for at all (privileged, devices, capabilities, the host's network, PID or IPC
 namespace) has no key in its schema: unknown keys are refused when the config is loaded (envbuilder.project.config),
-and only the command line can set the network. docs/security.md is the user's account of this model.
+and only the user (flags, the user config, the environment: envbuilder.defaults) can set the network. docs/security.md is the user's account of this model.
 
 Pure but for reading the file system (resolving symlinks, telling a socket from a file). Must not import docker,
 the run store, pydantic or the CLI.
