@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,25 @@ class Settings:
     def matrix_override(self) -> Path:
         return self.data_dir / "compatibility.json"
 
+    def config_paths(self, environ: Mapping[str, str] | None = None) -> list[Path]:
+        """Where the user config may be, first match wins: $ENVBUILDER_CONFIG, DATA_DIR/config.toml, then
+        $XDG_CONFIG_HOME/envbuilder/config.toml (~/.config when unset). One list for every reader of that file."""
+        return user_config_paths(self.data_dir, os.environ if environ is None else environ)
+
     def private_dir(self, path: Path) -> Path:
         """`path` (inside the data dir) made if missing, with the data dir and every folder between them 0700."""
         return private_dir(Path(path), root=self.data_dir)
+
+
+def user_config_paths(data_dir: Path, environ: Mapping[str, str]) -> list[Path]:
+    """The user config's candidate locations, first match wins (see Settings.config_paths)."""
+    paths = []
+    if environ.get("ENVBUILDER_CONFIG"):
+        paths.append(Path(environ["ENVBUILDER_CONFIG"]).expanduser())
+    paths.append(Path(data_dir) / "config.toml")
+    xdg = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    paths.append(Path(xdg).expanduser() / "envbuilder" / "config.toml")
+    return paths
 
 
 def private_dir(path: Path, *, root: Path | None = None) -> Path:

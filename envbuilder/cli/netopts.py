@@ -2,9 +2,12 @@
 
 `@network_options` adds the flags and passes one `network` keyword argument: a frozen NetworkOptions
 (envbuilder.render.network), which `render`, `build` and `run` turn into RenderOptions, BuildKit secrets
-and proxy build args. Reading the filesystem and environment for defaults happens here, at the edge.
+and proxy build args. The flags are the top layer of the defaults (envbuilder.defaults): the user config's
+[defaults] and the environment fill what they leave out, here, at the edge, through envbuilder.defaults.merge;
+the project's own [defaults] fill the rest once the project is read (envbuilder.api.project_network).
 `@deferred_network_options` checks the flags at once but builds NetworkOptions only when asked: `run --image`
 needs none of it but the docker network, and NetworkOptions imports the renderers and pydantic (~0.1 s).
+`@layered_network_options` passes the layers themselves, for `config show`.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from typing import TYPE_CHECKING
 
 import click
 
+from envbuilder.defaults import (
+    HOST_CA_BUNDLES,
+    Layer,
+    env_layer,
+    flag_layer,
+    merge,
+    user_layer,
+)
+from envbuilder.defaults import host_ca_bundle as _host_ca
+
 if TYPE_CHECKING:
     from envbuilder.render.network import NetworkOptions
-
-HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 
 
 def host_ca_bundle(environ: dict[str, str] | None = None) -> str | None:
     """The host's CA bundle: $SSL_CERT_FILE, then the Debian, Red Hat and macOS/Alpine locations."""
-    env = os.environ if environ is None else environ
-    for candidate in (env.get("SSL_CERT_FILE"), *HOST_CA_BUNDLES):
-        if candidate and Path(candidate).is_file():
-            return str(Path(candidate).resolve())
-    return None
+    return _host_ca(os.environ if environ is None else environ)
 
 
 def _find_link(value: str) -> str:
@@ -41,6 +48,35 @@ def _find_link(value: str) -> str:
     return str(path.resolve())
 
 
+def _checked_flags(index_url: str | None, extra_index_urls: tuple[str, ...], torch_index_url: str | None,
+                   find_links: tuple[str, ...], ca_cert: str | None, proxies: dict[str, str | None]) -> None:
+    """Refuse, in one line each, a URL flag pip and uv cannot fetch from and a --ca-cert that is not PEM, before
+    anything is resolved or built (the other layers are checked by envbuilder.defaults)."""
+    from envbuilder.build.inputs import check_ca_bundle
+    from envbuilder.errors import UsageError
+    from envbuilder.project.found import url_problem
+    from envbuilder.redact import redact_url
+
+    urls = [("--index-url", index_url), ("--torch-index-url", torch_index_url),
+            *(("--extra-index-url", u) for u in extra_index_urls), *(("--find-links", u) for u in find_links if "://" in u)]
+    for option, url in urls:
+        problem = url_problem(url) if url is not None else None
+        if problem:
+            raise UsageError("url-invalid", f"{option} {redact_url(url)!r}: {problem}",
+                             f"pass an http(s) URL, e.g. {option} https://mirror.example/simple")
+    for option, url in proxies.items():
+        # pip, uv and curl take host:port as an http proxy; with a scheme, these are the ones they know.
+        scheme = url.split("://", 1)[0].lower() if url and "://" in url else "http"
+        if url and (scheme not in _PROXY_SCHEMES or any(c.isspace() or ord(c) < 32 for c in url)):
+            raise UsageError("url-invalid", f"{option} {redact_url(url)!r} is not a proxy URL",
+                             "pass http://HOST:PORT (or https://, socks5://)")
+    if ca_cert:
+        check_ca_bundle(ca_cert)
+
+
+_PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
 def _network_option_decorators(f):
     @click.option("--index-url", metavar="URL", help="Default package index (a PyPI mirror). Default: PyPI.")
     @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL",
@@ -48,46 +84,64 @@ def _network_option_decorators(f):
     @click.option("--torch-index-url", metavar="URL", help="Mirror of the chosen flavour's PyTorch index.")
     @click.option("--find-links", "find_links", multiple=True, metavar="DIR|URL",
                   help="Folder or URL with wheels to install from (repeatable).")
-    @click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+    @click.option("--ca-cert", metavar="FILE",
                   help="CA bundle (PEM) to trust for package downloads; reaches builds as a BuildKit secret.")
-    @click.option("--host-ca", is_flag=True, help="Trust this machine's CA bundle (for intercepting proxies).")
-    @click.option("--http-proxy", envvar=["HTTP_PROXY", "http_proxy"], metavar="URL", help="Default: $HTTP_PROXY.")
-    @click.option("--https-proxy", envvar=["HTTPS_PROXY", "https_proxy"], metavar="URL", help="Default: $HTTPS_PROXY.")
-    @click.option("--no-proxy", envvar=["NO_PROXY", "no_proxy"], metavar="HOSTS", help="Default: $NO_PROXY.")
+    @click.option("--host-ca/--no-host-ca", "host_ca", default=None,
+                  help="Trust this machine's CA bundle (for intercepting proxies); --no-host-ca: trust no extra CA "
+                       "whatever the user config or $ENVBUILDER_HOST_CA say.")
+    @click.option("--http-proxy", metavar="URL", help="Default: $HTTP_PROXY.")
+    @click.option("--https-proxy", metavar="URL", help="Default: $HTTPS_PROXY.")
+    @click.option("--no-proxy", metavar="HOSTS", help="Default: $NO_PROXY.")
     @click.option("--network", "network_mode", type=click.Choice(["default", "host", "none"]),
                   help="Docker network for builds and runs (host: reach a proxy or index on this machine's loopback).")
     @click.option("--base-image", metavar="IMAGE", help="Base image instead of python:X.Y-slim-bookworm.")
     @functools.wraps(f)
     def wrapper(*args, index_url, extra_index_urls, torch_index_url, find_links, ca_cert, host_ca, http_proxy,
                 https_proxy, no_proxy, network_mode, base_image, **kwargs):
-        if ca_cert and host_ca:
-            raise click.UsageError("--ca-cert and --host-ca are alternatives; pass one")
+        if ca_cert and host_ca is not None:
+            raise click.UsageError("--ca-cert and --host-ca/--no-host-ca are alternatives; pass one")
+        _checked_flags(index_url, tuple(extra_index_urls), torch_index_url, tuple(find_links), ca_cert,
+                       {"--http-proxy": http_proxy, "--https-proxy": https_proxy})
         if host_ca:
             ca_cert = host_ca_bundle()
             if ca_cert is None:
                 raise click.UsageError("--host-ca: no CA bundle found (tried $SSL_CERT_FILE, " + ", ".join(HOST_CA_BUNDLES) + ")")
-        links = tuple(_find_link(v) for v in find_links)
+        flags = flag_layer({
+            "base-image": base_image, "index-url": index_url, "extra-index-url": tuple(extra_index_urls),
+            "torch-index-url": torch_index_url, "find-links": tuple(_find_link(v) for v in find_links),
+            "ca-cert": str(Path(ca_cert).resolve()) if ca_cert else None, "http-proxy": http_proxy or None,
+            "https-proxy": https_proxy or None, "no-proxy": no_proxy or None, "network": network_mode,
+        }, origins={"ca-cert": "--host-ca"} if host_ca else None, cleared=("ca-cert",) if host_ca is False else ())
+        layers = machine_layers(click.get_current_context(), flags)
+        defaults = merge(layers)
 
         def build() -> NetworkOptions:
             from envbuilder.render.network import NetworkOptions
 
-            return NetworkOptions(
-                base_image=base_image, index_url=index_url, extra_index_urls=tuple(extra_index_urls),
-                torch_index_url=torch_index_url, find_links=links,
-                ca_cert=str(Path(ca_cert).resolve()) if ca_cert else None, http_proxy=http_proxy or None,
-                https_proxy=https_proxy or None, no_proxy=no_proxy or None, network=network_mode,
-            )
+            return NetworkOptions(**defaults.fields())
 
-        return f(*args, build_network=build, network_mode=network_mode, **kwargs)
+        return f(*args, build_network=build, network_mode=defaults.value("network"), layers=layers, **kwargs)
 
     return wrapper
+
+
+def machine_layers(ctx: click.Context, flags: Layer) -> tuple[Layer | None, ...]:
+    """The user config's, the environment's and the flags' layers: every layer but the project's."""
+    obj = ctx.find_root().obj or {}
+    if "settings" in obj:
+        settings = obj["settings"]
+    else:  # a command invoked on its own, outside the `envbuilder` group
+        from envbuilder.settings import Settings
+
+        settings = Settings.from_env()
+    return user_layer(settings.config_paths(), os.environ), env_layer(os.environ), flags
 
 
 def network_options(f):
     """Adds the network flags; passes `network` (NetworkOptions)."""
 
     @functools.wraps(f)
-    def built(*args, build_network, network_mode, **kwargs):
+    def built(*args, build_network, network_mode, layers, **kwargs):
         return f(*args, network=build_network(), **kwargs)
 
     return _network_option_decorators(built)
@@ -95,10 +149,21 @@ def network_options(f):
 
 def deferred_network_options(f):
     """As network_options, but passes `network`: a function returning NetworkOptions, and `network_mode`:
-    the --network choice (None when not given), which a run needs even without building anything."""
+    the effective network (flag, environment or user config; None when none says), which a run needs even
+    without building anything."""
 
     @functools.wraps(f)
-    def deferred(*args, build_network, **kwargs):
+    def deferred(*args, build_network, layers, **kwargs):
         return f(*args, network=build_network, **kwargs)
 
     return _network_option_decorators(deferred)
+
+
+def layered_network_options(f):
+    """Adds the network flags; passes `layers`: the user config's, the environment's and the flags' layers."""
+
+    @functools.wraps(f)
+    def layered(*args, build_network, network_mode, **kwargs):
+        return f(*args, **kwargs)
+
+    return _network_option_decorators(layered)

@@ -25,7 +25,9 @@ from typing import Any, Mapping
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from envbuilder.defaults import KEYS as DEFAULT_KEYS, table_issues as defaults_issues
 from envbuilder.errors import ProjectError
+from envbuilder.notices import Notice
 from envbuilder.values import Value
 
 if sys.version_info >= (3, 11):
@@ -38,6 +40,7 @@ ENVBUILDER_TOML = "envbuilder.toml"
 TABLE_PREFIX = "tool.envbuilder"
 
 
+from envbuilder.project.found import decode_utf8, too_deep
 from envbuilder.project.jobs import ConfigValue, DebianPackage, Export, InputSpec, Job, JobName, MetricPattern, Mount
 
 
@@ -50,8 +53,14 @@ class ProjectConfig(ConfigValue):
     pipeline: tuple[str, ...] = Field((), description="Jobs `envbuilder pipeline` runs, in order. "
                                       "Default: every job, ordered by `needs`.")
 
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="Build defaults that flags, the environment and the user config "
+        "override: base-image, index-url, extra-index-url, torch-index-url, find-links (envbuilder.defaults).",
+        json_schema_extra={"additionalProperties": False, "properties": {
+            key.name: {"description": key.help} for key in DEFAULT_KEYS if key.project}})
+
     _source: str | None = PrivateAttr(default=None)
-    _notes: tuple[str, ...] = PrivateAttr(default=())
+    _notes: tuple[Notice, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _references(self) -> "ProjectConfig":
@@ -67,7 +76,7 @@ class ProjectConfig(ConfigValue):
         return self._source
 
     @property
-    def notes(self) -> tuple[str, ...]:
+    def notes(self) -> tuple[Notice, ...]:
         """What the loader noticed (e.g. envbuilder.toml overriding [tool.envbuilder])."""
         return self._notes
 
@@ -180,7 +189,7 @@ class RawConfig:
     file: str | None  # pyproject.toml, envbuilder.toml, or None when the project has no config
     prefix: str
     table: Mapping[str, Any]
-    notes: tuple[str, ...] = ()
+    notes: tuple[Notice, ...] = ()
 
 
 class ConfigIssue(Value):
@@ -207,8 +216,8 @@ def read_raw_config(project_dir: Path) -> RawConfig:
     if standalone is not None:
         notes = ()
         if pyproject_table is not None:
-            notes = (f"{ENVBUILDER_TOML} and [{TABLE_PREFIX}] in {PYPROJECT} both exist; using {ENVBUILDER_TOML} "
-                     f"and ignoring [{TABLE_PREFIX}]",)
+            notes = (Notice("config-file-chosen", f"{ENVBUILDER_TOML} and [{TABLE_PREFIX}] in {PYPROJECT} both exist; "
+                            f"using {ENVBUILDER_TOML} and ignoring [{TABLE_PREFIX}]"),)
         return RawConfig(ENVBUILDER_TOML, "", _read_toml(standalone), notes)
     if pyproject_table is not None:
         return RawConfig(PYPROJECT, TABLE_PREFIX, pyproject_table)
@@ -225,8 +234,9 @@ def _inside(project_dir: Path, name: str) -> Path | None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(decode_utf8(path.read_bytes(), path.name))
+    except RecursionError:
+        raise too_deep(path.name, "TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProjectError("config-invalid", f"{path.name} is not valid TOML: {exc}",
                               f"fix the TOML syntax in {path}", {"file": str(path)}) from None
@@ -253,6 +263,10 @@ def _validate(raw: RawConfig) -> tuple[ProjectConfig | None, list[ConfigIssue]]:
     needs = {str(name): _string_list(job.get("needs")) if isinstance(job, Mapping) else [] for name, job in jobs.items()}
     for path, message in reference_issues(needs, _string_list(raw.table.get("pipeline"))):
         issues.append(ConfigIssue(path=full(path), message=message))
+    defaults = raw.table.get("defaults")
+    if isinstance(defaults, Mapping):  # pydantic reports a non-table
+        for key, message in defaults_issues(defaults, project=True):
+            issues.append(ConfigIssue(path=full(f"defaults.{_key(key)}"), message=message))
     try:
         config = ProjectConfig.model_validate(dict(raw.table))
     except ValidationError as exc:
