@@ -21,6 +21,14 @@ LABEL_PROJECT = f"{LABEL_PREFIX}.project"  # run containers carry it too
 LABEL_STATUS = f"{LABEL_PREFIX}.status"
 LABEL_PLAN = f"{LABEL_PREFIX}.plan"
 LABEL_BUILD_KEY = f"{LABEL_PREFIX}.build-key"
+LABEL_CHECKOUT = f"{LABEL_PREFIX}.checkout"  # the checkout digest its repository carries (build/key.py)
+# The resolved target, given at build time (build/labels.py): what `envbuilder image inspect` checks a host against.
+LABEL_TARGET = f"{LABEL_PREFIX}.target"  # "linux/x86_64 nvidia"
+LABEL_CUDA = f"{LABEL_PREFIX}.cuda"  # the CUDA toolkit of the torch build ("12.8"), absent for cpu/ROCm
+LABEL_ROCM = f"{LABEL_PREFIX}.rocm"
+LABEL_SM = f"{LABEL_PREFIX}.cuda-sm"  # compute capabilities the torch build has kernels (SASS) for: "8.0,9.0"
+LABEL_PTX = f"{LABEL_PREFIX}.cuda-ptx"  # the highest one also shipped as PTX
+LABEL_GFX = f"{LABEL_PREFIX}.rocm-gfx"
 
 # Base images made by `envbuilder base`.
 LABEL_BASE = f"{LABEL_PREFIX}.base"

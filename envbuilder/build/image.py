@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,11 +23,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuilder.build.context import context_digest, ignore_file_text, ignore_patterns
-from envbuilder.build.key import KEY_TAG_LENGTH, base_images
+from envbuilder.build.inputs import check_ca_bundle, check_image_tag
+from envbuilder.build.key import KEY_TAG_LENGTH, base_identity, base_images
 from envbuilder.build.progress import BuildProgress, BuildStep
+from envbuilder.build.registry import (
+    RegistryOptions,
+    content_ref,
+    find_in_registry,
+    pull_reused,
+    push_image,
+    push_refs,
+)
 from envbuilder.build.spec import BuildRequestOptions, BuildSpec, build_spec, dockerfile_text, served_options
 from envbuilder.errors import EnvbuilderError, ProjectError
-from envbuilder.render import RenderOptions
+from envbuilder.imagelayout import LABEL_BASE, LABEL_PYTHON
+from envbuilder.render import CA_SECRET_ID, RenderOptions
 from envbuilder.render.dockerfile import default_ignores
 from envbuilder.render.network import LockedPackage
 from envbuilder.resolve.plan import Plan
@@ -36,6 +47,7 @@ if TYPE_CHECKING:
     from envbuilder.docker.engine import Engine
 
 BUILD_TIMEOUT_S = 3 * 3600
+_FAILURE_LINES = 2000
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,15 @@ class BuiltImage:
     seconds: float
     tags: tuple[str, ...] = ()  # every tag applied: the key tag, :latest, the user's --tag
     steps: tuple[BuildStep, ...] = ()
+    reused: str | None = None  # REGISTRY/REPO:TAG pulled instead of building (built elsewhere)
+    digest: str | None = None  # the registry's manifest digest of the content-addressed reference
+    pushed: tuple[str, ...] = ()  # references pushed by this build
 
     def to_json(self) -> dict:
         return {
             "image": self.image, "image_id": self.image_id, "plan_hash": self.plan_hash, "cached": self.cached,
             "log": str(self.log) if self.log else None, "build_key": self.build_key, "seconds": round(self.seconds, 3),
-            "tags": list(self.tags),
+            "tags": list(self.tags), "reused": self.reused, "digest": self.digest, "pushed": list(self.pushed),
             "steps": [dataclasses.asdict(s) for s in self.steps],
         }
 
@@ -76,42 +91,90 @@ def build_image(
     force: bool = False,
     timeout: float | None = BUILD_TIMEOUT_S,
     locked: tuple[LockedPackage, ...] | None = None,
+    registry: RegistryOptions | None = None,
+    extra: BuildRequestOptions | None = None,
 ) -> BuiltImage:
     """Build (or find) the plan's image. Returns at once, without the docker CLI, when the key's image exists.
 
     `options.find_links` entries that are local folders are served on loopback for the build (host network).
     `force` rebuilds with --no-cache. Ctrl-C kills the build, keeps the log and the previous image, re-raises.
     `locked` (a lock checked against the plan) makes the installs exactly the lock's files, by hash.
+    `registry`: a missing image is pulled from registry.repository when it holds the content-addressed tag
+    (unless reuse is off), and with registry.push the image is pushed there. `extra`: more local tags, build-time
+    labels, --cache-from/--cache-to and --platform (its tag, network, proxies and secrets are taken from above).
     """
     started = time.monotonic()
     project_dir = Path(project_dir).resolve()
     if not project_dir.is_dir():
         raise ProjectError("project-not-found", f"{project_dir} is not a folder", "pass the project's folder")
-    if ca_cert is not None and not Path(ca_cert).is_file():
-        raise EnvbuilderError("ca-cert-missing", f"CA bundle {ca_cert} does not exist", "pass a PEM file to --ca-cert")
-    request = BuildRequestOptions(
+    check_image_tag(tag)
+    if ca_cert is not None:
+        ca_cert = check_ca_bundle(ca_cert)
+    request = dataclasses.replace(
+        extra or BuildRequestOptions(),
         tag=tag, network=network, proxies=dict(proxies or {}), no_cache=force,
         ca_cert=Path(ca_cert).resolve() if ca_cert is not None else None,
         netrc=Path(netrc).resolve() if netrc is not None else None)
+    keyed_options = options  # as the user's options say: secrets given or not, the key stays the same
     options = options.model_copy(update={"ca_cert": options.ca_cert or ca_cert is not None,
                                          "netrc": options.netrc or netrc is not None})
     patterns = ignore_patterns(project_dir, default_ignores(plan))
     digest = context_digest(project_dir, patterns, cache=_digest_cache(settings, project_dir))
     override = dockerfile_override.read_text(encoding="utf-8") if dockerfile_override else None
+    bases: dict[str, str] = {}
 
     def spec_for(urls: Mapping[Path, str]) -> BuildSpec:
         text = dockerfile_text(plan, served_options(options, urls), locked, override)
+        keyed = override if override is not None else dockerfile_text(
+            plan, served_options(keyed_options.model_copy(update={"ca_cert": False, "netrc": False}), urls),
+            locked, None)
+        for ref in base_images(keyed):
+            if ref not in bases:
+                bases[ref] = _base_identity(docker, ref)
         return build_spec(plan, dockerfile=text, ignore_file=ignore_file_text(patterns), context=project_dir,
-                          context_digest=digest, base_ids={ref: _local_id(docker, ref) for ref in base_images(text)},
-                          wheelhouses=urls, request=request)
+                          context_digest=digest, base_ids=bases, wheelhouses=urls, request=request,
+                          keyed_dockerfile=keyed)
 
     spec = spec_for(_planned_wheelhouses(options))
+    registry = registry if registry is not None and registry.repository else None
     if not force:
         found = find_built(spec, docker, settings)
+        if found is None and registry is not None and registry.reuse:
+            found = _reuse(spec, docker, registry)
         if found is not None:
+            if registry is not None and registry.push:
+                found = _ensure_pushed(found, spec, docker, registry, on_line)
             return dataclasses.replace(found, seconds=time.monotonic() - started)
     built = run_build(spec, docker, settings, respec=spec_for, on_line=on_line, timeout=timeout)
+    if registry is not None and registry.push:
+        pushed = push_image(docker, built.image_id, push_refs(registry, built.build_key), on_line=on_line)
+        built = dataclasses.replace(built, digest=pushed.digest, pushed=pushed.refs)
     return dataclasses.replace(built, seconds=time.monotonic() - started)
+
+
+def _reuse(spec: BuildSpec, docker: Engine, registry: RegistryOptions) -> BuiltImage | None:
+    """The image another machine built and pushed under the spec's content-addressed tag, pulled; else None."""
+    assert registry.repository is not None
+    ref = content_ref(registry.repository, spec.key)
+    digest = find_in_registry(docker, ref)
+    if digest is None:
+        return None
+    image_id = pull_reused(docker, ref, spec.tags)
+    return BuiltImage(spec.image, image_id, spec.plan_hash, spec.key, True, None, 0.0, spec.tags, reused=ref,
+                      digest=digest)
+
+
+def _ensure_pushed(found: BuiltImage, spec: BuildSpec, docker: Engine, registry: RegistryOptions,
+                   on_line: Callable[[str], None] | None) -> BuiltImage:
+    """A found image with --push: pushed unless the registry already has it (the extra tags always are)."""
+    assert registry.repository is not None
+    refs = push_refs(registry, spec.key)
+    digest = found.digest if found.reused else find_in_registry(docker, refs[0])
+    if digest is not None and len(refs) == 1:
+        return dataclasses.replace(found, digest=digest)
+    todo = refs if digest is None else refs[1:]
+    pushed = push_image(docker, found.image_id, todo, on_line=on_line)
+    return dataclasses.replace(found, digest=digest or pushed.digest, pushed=pushed.refs)
 
 
 def find_built(spec: BuildSpec, docker: Engine, settings: Settings) -> BuiltImage | None:
@@ -159,13 +222,17 @@ def _build_logged(spec: BuildSpec, docker: Engine, settings: Settings, on_line: 
     started = time.monotonic()
     dockerfile = _write_build_files(spec, settings)
     request = BuildRequest(dockerfile=dockerfile, context=spec.context, tag=spec.image, build_args=spec.build_args,
-                           secrets=spec.secrets, network=spec.network, labels=spec.labels, no_cache=spec.no_cache)
+                           secrets=spec.secrets, network=spec.network, labels=spec.labels, no_cache=spec.no_cache,
+                           cache_from=spec.cache_from, cache_to=spec.cache_to, platform=spec.platform)
     log_path = _new_log_path(settings, spec.key)
     progress = BuildProgress()
+    # The failing step's lines, for explain_build_failure: the end of a failed build is where its cause is.
+    tail: deque[str] = deque(maxlen=_FAILURE_LINES)
     with open(log_path, "w", encoding="utf-8", buffering=1) as log:
 
         def line_sink(line: str) -> None:
             log.write(line + "\n")
+            tail.append(line)
             progress.feed(line)
             if on_line:
                 on_line(line)
@@ -179,6 +246,7 @@ def _build_logged(spec: BuildSpec, docker: Engine, settings: Settings, on_line: 
             log.write(f"# envbuilder: interrupted after {time.monotonic() - started:.1f} s; no tag was applied\n")
             raise
         except EnvbuilderError as exc:
+            exc = _explained(exc, tail, spec, docker)
             log.write(f"# envbuilder: failed: {exc}\n")
             raise dataclasses.replace(
                 exc,
@@ -187,6 +255,34 @@ def _build_logged(spec: BuildSpec, docker: Engine, settings: Settings, on_line: 
             ) from None
         log.write(f"# envbuilder: built {spec.image} in {time.monotonic() - started:.1f} s\n")
     return log_path, progress.steps
+
+
+def _explained(diagnosed: EnvbuilderError, lines: Sequence[str], spec: BuildSpec, docker: Engine) -> EnvbuilderError:
+    """The failure with its cause named from the log (the host and package of a failed download...)."""
+    from envbuilder.build.failure import (
+        BuildFacts,
+        explain_build_failure,
+        failed_step,
+        plan_python_of,
+    )
+
+    step = failed_step(lines)
+    pulling_base = step is not None and step.stage == "internal" and step.command.startswith("load metadata for ")
+    bases = _local_bases(docker) if pulling_base else ()
+    froms = base_images(spec.dockerfile)
+    facts = BuildFacts(plan_python=plan_python_of(spec.dockerfile), base_image=froms[0] if froms else None,
+                       proxies=spec.build_args, ca_cert=CA_SECRET_ID in spec.secrets, local_bases=bases)
+    return explain_build_failure(lines, diagnosed, facts)
+
+
+def _local_bases(docker: Engine) -> tuple[tuple[str, str], ...]:
+    """(image, Python) of the base images on this machine (`envbuilder base bootstrap` labels them)."""
+    try:
+        found = docker.images_labelled(LABEL_BASE)
+    except EnvbuilderError:
+        return ()  # only a hint depends on it
+    return tuple((tag, (image.get("Labels") or {}).get(LABEL_PYTHON, "?")) for image in found
+                 for tag in image.get("RepoTags") or () if tag != "<none>:<none>")
 
 
 def _write_build_files(spec: BuildSpec, settings: Settings) -> Path:
@@ -201,15 +297,25 @@ def _write_build_files(spec: BuildSpec, settings: Settings) -> Path:
 
 def _planned_wheelhouses(options: RenderOptions) -> dict[Path, str]:
     """Local --find-links folders and the loopback URL each will be served at (derived from its path)."""
+    folders = [f for loc in options.find_links if "://" not in loc and (f := Path(loc).expanduser()).is_dir()]
+    if not folders:
+        return {}  # the usual case: no need to load the index server (http.server) on a no-op rebuild
     from envbuilder.index.server import loopback_url, wheelhouse_port
 
-    folders = [Path(loc).expanduser() for loc in options.find_links if "://" not in loc]
-    return {f: loopback_url(wheelhouse_port(f)) for f in folders if f.is_dir()}
+    return {f: loopback_url(wheelhouse_port(f)) for f in folders}
 
 
-def _local_id(docker: Engine, ref: str) -> str:
+def _base_identity(docker: Engine, ref: str) -> str:
+    """key.base_identity of a base: asks the registry only when the base is not here (a fresh machine)."""
+    if "@" in ref:
+        return base_identity(ref, None)
     info = docker.image_inspect(ref)
-    return info["Id"] if info else "absent"
+    if info is not None:
+        return base_identity(ref, info)
+    try:
+        return base_identity(ref, None, docker.registry_digest(ref))
+    except EnvbuilderError:
+        return ""  # no registry reachable: the build pulling it will say so
 
 
 def _digest_cache(settings: Settings, project_dir: Path) -> Path:
@@ -218,7 +324,7 @@ def _digest_cache(settings: Settings, project_dir: Path) -> Path:
 
 
 def _new_log_path(settings: Settings, key: str) -> Path:
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    settings.private_dir(settings.logs_dir)  # build logs can quote private index URLs and paths: 0700
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     return settings.logs_dir / f"build-{key[:KEY_TAG_LENGTH]}-{stamp}.log"
 

@@ -1,9 +1,12 @@
 """Image names and the build key: what decides an image's bytes, hashed, and the tags derived from it.
 
 The build key is a sha256 over the Dockerfile text (rendered, or the user's edited copy), the ignore file, a
-digest of the context files it lets through, and the local ids of the base images. CA bundles, credentials
-and proxies are left out: they reach the build as BuildKit secrets and predefined proxy args, which change no
-layer. The image is tagged `envbuilder/<project>-<checkout>:<key[:16]>`, so an unchanged project finds its image
+digest of the context files it lets through, and what identifies each base image on any machine: its
+reference and its registry digest (asked of the registry when the base is not here, as on a fresh CI runner:
+two machines building the same plan must get the same key, so one can reuse the image the other pushed; see
+base_identity). CA bundles, credentials and proxies are left out: they reach
+the build as BuildKit secrets and predefined proxy args, which change no layer, and the key is taken over the
+Dockerfile as rendered without the secret mounts (build/image.py). The image is tagged `envbuilder/<project>-<checkout>:<key[:16]>`, so an unchanged project finds its image
 with one inspect call, and `:latest` in the same repository names the checkout's newest build.
 <checkout> is a short digest of what identifies one checkout of the project (its absolute path, or its git
 remote for a project fetched by URL): two clones of one project, or two projects with the same name, each keep
@@ -50,8 +53,27 @@ def key_tag(repo: str, key: str) -> str:
     return f"{repo}:{key[:KEY_TAG_LENGTH]}"
 
 
+def base_identity(ref: str, info: Mapping | None, registry_digest: str | None = None) -> str:
+    """What identifies base image `ref` on every machine: the digest pinned in the reference, else the registry
+    digest the local image was pulled with (its RepoDigests), else, for a base made here and never pushed (by
+    `envbuilder base bootstrap`), its image id (a digest of its config, kept by docker save/load), else what the
+    registry answers for the reference (a machine that has not pulled it yet), else "" (no registry reachable:
+    the reference alone). info: the local image's inspect dict, None when it is not here."""
+    if "@" in ref:
+        return ref.split("@", 1)[1]
+    repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    digests = [d.partition("@") for d in (info or {}).get("RepoDigests") or () if "@" in d]
+    for name, _, digest in digests:
+        if name == repo or name.endswith("/" + repo) or repo.endswith("/" + name):
+            return digest
+    if info is not None:
+        return digests[0][2] if digests else str(info.get("Id", ""))
+    return registry_digest or ""
+
+
 def build_key(dockerfile: str, ignore_file: str, context: str, base_ids: Mapping[str, str]) -> str:
-    """sha256 hex over everything that decides the image's bytes (never secrets, proxies or credentials)."""
+    """sha256 hex over everything that decides the image's bytes (never secrets, proxies or credentials).
+    base_ids: each base reference's base_identity."""
     h = hashlib.sha256()
     for part in ("dockerfile", dockerfile, "ignore", ignore_file, "context", context):
         h.update(part.encode() + b"\0")

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envbuilder.build.key import base_images, build_key, image_repo, key_tag
-from envbuilder.imagelayout import LABEL_BUILD_KEY, LABEL_PLAN_HASH, LABEL_PROJECT
+from envbuilder.build.key import base_images, build_key, checkout_digest, checkout_identity, image_repo, key_tag
+from envbuilder.imagelayout import LABEL_BUILD_KEY, LABEL_CHECKOUT, LABEL_PLAN_HASH, LABEL_PROJECT
 from envbuilder.render import CA_SECRET_ID, NETRC_SECRET_ID, RenderOptions
 from envbuilder.render.network import LockedPackage, proxy_build_args
 from envbuilder.resolve.plan import Plan, plan_digest
@@ -29,6 +29,13 @@ class BuildRequestOptions:
     ca_cert: Path | None = None  # CA bundle (PEM), a BuildKit secret
     netrc: Path | None = None  # index credentials, a BuildKit secret
     no_cache: bool = False
+    extra_tags: tuple[str, ...] = ()  # more local names, after `tag`
+    # Labels given at build time (`--label`), not written in the Dockerfile: what they say (when, from which
+    # commit) must change neither the build key nor BuildKit's layer cache.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cache_from: tuple[str, ...] = ()
+    cache_to: str | None = None
+    platform: str | None = None  # "linux/arm64"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,9 @@ class BuildSpec:
     network: str | None
     no_cache: bool
     wheelhouses: Mapping[Path, str]  # local --find-links folders -> the loopback URL the Dockerfile names
+    cache_from: tuple[str, ...] = ()
+    cache_to: str | None = None
+    platform: str | None = None
 
     @property
     def image(self) -> str:
@@ -80,12 +90,17 @@ def build_spec(
     base_ids: Mapping[str, str],
     wheelhouses: Mapping[Path, str],
     request: BuildRequestOptions,
+    keyed_dockerfile: str | None = None,
 ) -> BuildSpec:
-    """The build of `dockerfile` over `context`. base_ids: the local id ("absent" when missing) of every
-    image the Dockerfile starts from (see base_images); they are part of the key, as a new base changes the image."""
-    key = build_key(dockerfile, ignore_file, context_digest, {ref: base_ids[ref] for ref in base_images(dockerfile)})
+    """The build of `dockerfile` over `context`. base_ids: the identity (key.base_identity) of every image the
+    Dockerfile starts from (see base_images); they are part of the key, as a new base changes the image.
+    keyed_dockerfile: the text the key is taken over when it is not `dockerfile` itself (the same Dockerfile
+    rendered without secret mounts, so that passing a CA bundle or credentials leaves the key as it is)."""
+    keyed = dockerfile if keyed_dockerfile is None else keyed_dockerfile
+    key = build_key(keyed, ignore_file, context_digest, {ref: base_ids.get(ref, "") for ref in base_images(keyed)})
     project = plan.project_name or context.name
-    repo = image_repo(project)
+    checkout = checkout_digest(checkout_identity(str(context), plan.project.git_url if plan.project else None))
+    repo = image_repo(project, checkout)
     plan_hash = plan_digest(plan)
     secrets: dict[str, Path] = {}
     if request.ca_cert is not None:
@@ -96,9 +111,12 @@ def build_spec(
     network = "host" if wheelhouses else request.network
     return BuildSpec(
         dockerfile=dockerfile, ignore_file=ignore_file, key=key, plan_hash=plan_hash, context=context,
-        tags=(key_tag(repo, key), f"{repo}:latest", *([request.tag] if request.tag else [])),
-        labels={LABEL_BUILD_KEY: key, LABEL_PLAN_HASH: plan_hash, LABEL_PROJECT: project},
+        tags=tuple(dict.fromkeys((key_tag(repo, key), f"{repo}:latest",
+                                  *([request.tag] if request.tag else []), *request.extra_tags))),
+        labels={**request.labels, LABEL_BUILD_KEY: key, LABEL_PLAN_HASH: plan_hash, LABEL_PROJECT: project,
+                LABEL_CHECKOUT: checkout},
         build_args=proxy_build_args(request.proxies), secrets=secrets,
         network=network if network in ("host", "none") else None, no_cache=request.no_cache,
-        wheelhouses=dict(wheelhouses),
+        wheelhouses=dict(wheelhouses), cache_from=tuple(request.cache_from), cache_to=request.cache_to,
+        platform=request.platform,
     )
