@@ -65,7 +65,7 @@ def run_case(case: dict, folder: Path):
 
 
 def contains_each(texts, fragments, what: str) -> None:
-    joined = "\n".join(texts)
+    joined = "\n".join(map(str, texts))
     for fragment in fragments:
         assert fragment in joined, f"{what} lack {fragment!r}:\n{joined}"
 
@@ -92,7 +92,7 @@ def test_case(case, tmp_path):
         driver_hints_are_upgrades([error.hint or ""], driver)
         return
     plan = run_case(case, tmp_path)
-    words = plan.reasons + plan.warnings
+    words = plan.reasons + tuple(map(str, plan.warnings))
     assert plan.status == expect.get("status", plan.status), words
     assert plan.torch.local == expect.get("torch", plan.torch.local), words
     assert plan.python == expect.get("python", plan.python)
@@ -172,4 +172,4 @@ def test_cli_unreadable_mirror_is_still_the_index_the_plan_shows(cli, tmp_path):
                  "--torch-index-url", url, "--json")
     plan = json.loads(result.stdout)
     assert plan["torch"]["index_url"] == url
-    assert any("resolved from the matrix alone" in w for w in plan["warnings"])
+    assert any("resolved from the matrix alone" in w["message"] and w["code"] == "mirror-unread" for w in plan["warnings"])
