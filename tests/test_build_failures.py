@@ -163,9 +163,14 @@ def test_build_image_raises_the_cause_and_keeps_the_log(tmp_path):
 
 
 def test_a_base_that_cannot_be_pulled_names_the_local_bases(tmp_path):
-    error = _failing_build(tmp_path, "registry-unreachable", RenderOptions())
+    engine = FakeEngine()
+    # Built FROM the base, so it inherits the base's labels, but it is a project image, not a base.
+    engine.add_image("0-derived/app:latest", "sha256:derived", layers=4,
+                     labels={LABEL_BASE: "debootstrap-bookworm", LABEL_PYTHON: "3.11"})
+    error = _failing_build(tmp_path, "registry-unreachable", RenderOptions(), engine)
     assert error.code == "registry-unreachable"
     assert f"--base-image {BASE} (Python 3.11)" in error.hint and "plan's Python" in error.hint
+    assert "derived" not in error.hint
 
 
 # --- before building: a mirror whose torch wheels are all for other Pythons ----------------------------------

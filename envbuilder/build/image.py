@@ -276,12 +276,17 @@ def _explained(diagnosed: EnvbuilderError, lines: Sequence[str], spec: BuildSpec
 
 
 def _local_bases(docker: Engine) -> tuple[tuple[str, str], ...]:
-    """(image, Python) of the base images on this machine (`envbuilder base bootstrap` labels them)."""
+    """(image, Python) of the base images on this machine (`envbuilder base bootstrap` labels them).
+
+    Images built FROM a base inherit its labels, so the label alone would also name every project image; a base
+    made by `docker import` is one layer, which is what tells the base itself apart."""
     try:
         found = docker.images_labelled(LABEL_BASE)
+        bases = [image for image in found if len(((docker.image_inspect(image.get("Id", "")) or {})
+                                                   .get("RootFS") or {}).get("Layers") or ()) == 1]
     except EnvbuilderError:
         return ()  # only a hint depends on it
-    return tuple((tag, (image.get("Labels") or {}).get(LABEL_PYTHON, "?")) for image in found
+    return tuple((tag, (image.get("Labels") or {}).get(LABEL_PYTHON, "?")) for image in bases
                  for tag in image.get("RepoTags") or () if tag != "<none>:<none>")
 
 

@@ -54,9 +54,10 @@ class FakeEngine:
 
     # --- set-up ------------------------------------------------------------------------------------------
     def add_image(self, ref: str, image_id: str | None = None, *, labels: Mapping[str, str] | None = None,
-                  env: Iterable[str] = (), created: int = 0, size: int = 0) -> dict:
-        info = {"Id": image_id or f"sha256:{next(self._ids):064x}",
-                "Config": {"Labels": dict(labels or {}), "Env": list(env)}, "Created": created, "Size": size}
+                  env: Iterable[str] = (), created: int = 0, size: int = 0, layers: int = 1) -> dict:
+        image_id = image_id or f"sha256:{next(self._ids):064x}"
+        info = {"Id": image_id, "Config": {"Labels": dict(labels or {}), "Env": list(env)}, "Created": created,
+                "Size": size, "RootFS": {"Type": "layers", "Layers": [f"{image_id}-layer{n}" for n in range(layers)]}}
         self.images[ref] = info
         return info
 
