@@ -48,8 +48,10 @@ class BuildEnv:
 
         request.setdefault("python", "3.11")
         request.setdefault("offline", True)  # the CLI's default in tests too (conftest's ENVBUILDER_OFFLINE)
+        # Planned against the loopback mirror, as `envbuilder build --torch-index-url` plans: the plan names the
+        # index it installs from, so the same inputs give the CLI's image key.
         _, plan = plan_project(str(project_dir), flags=TargetFlags(**CPU_TARGET), request=ResolveRequest(**request),
-                               settings=self.settings)
+                               settings=self.settings, torch_index=self.torch_index_url)
         return plan
 
     def build(self, plan, project_dir: Path, **kwargs):
