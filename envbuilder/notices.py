@@ -83,6 +83,12 @@ NOTICE_CODES: dict[str, tuple[str, str]] = {
     "onnxruntime-unavailable": ("resolve", "no onnxruntime release in the matrix fits the Python; left to the installer"),
     "unlisted-wheel": ("resolve", "the torch wheel named by URL is outside the matrix; what the matrix cannot "
                                   "tell (kernels, driver floor, companions) is not checked"),
+    # Submission.notices (kept on the run too): envbuilder.cluster.submit
+    "cluster-mounts-dropped": ("submit", "the job's data mounts the Kubernetes profile maps no volume for are not "
+                                         "in the Job (map them in [clusters.NAME.volumes])"),
+    "metrics-file-not-read": ("submit", "the job's $ENVBUILDER_METRICS file is on the pod or SkyPilot node, not "
+                                        "readable from here: metrics come from its output (ENVBUILDER_METRIC "
+                                        "lines, else the log heuristics)"),
 }
 
 

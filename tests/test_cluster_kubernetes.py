@@ -1,126 +1,43 @@
 """`envbuilder submit --to kubernetes` through the official client, against a fake of the API at the HTTP boundary.
 
-No cluster can run here, so a small HTTP server on 127.0.0.1 answers the Kubernetes API's paths with responses
-in the API's own shape (tests/data/cluster/k8s), and records what the client sent. The kubeconfig points the
-official client at it, so every call (create the Job, read its status, list its pods, read the log, delete it)
-goes through the real client, its serialization and its HTTP stack.
+No cluster can run here, so a small HTTP server on 127.0.0.1 (tests/support/fake_kubernetes.py) answers the
+Kubernetes API's paths with objects built from the official client's own models and serialized as the client
+serializes them, and records what the client sent. The kubeconfig points the official client at it, so every
+call (create the Job, read its status, list its pods, read the log, delete it) goes through the real client, its
+deserialization and its HTTP stack: the Job's phases from created to complete or failed, and the API server's
+refusals (401, 403, 404, 409) as one clear line each.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
+from support.fake_kubernetes import fake_kubernetes
 
-DATA = Path(__file__).parent / "data" / "cluster" / "k8s"
+from envbuilder.cluster.engines import KubernetesEngine
+from envbuilder.cluster.profiles import ClusterProfile
+from envbuilder.errors import EnvbuilderError
+
 IMAGE = "registry.example.com/team/tinynet@sha256:" + "b" * 64
-LOG = "training on 3200 points\nepoch 1/2 loss=0.5 val_loss=0.4 acc=0.8 lr=0.01\n" \
-      "epoch 2/2 loss=0.3 val_loss=0.2 acc=0.9 lr=0.005\ndone\n"
-
-
-class FakeKubernetes(ThreadingHTTPServer):
-    """The API paths the client uses; `phase` (pending, running, complete, failed, gone) drives the answers."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[tuple[str, str, dict, object]] = []  # (method, path, query, body)
-        self.phase = "pending"
-        self.jobs: dict[str, dict] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeKubernetes
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _send(self, code: int, body: object, content_type: str = "application/json") -> None:
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _fixture(self, name: str, job: str, **fill: str) -> object:
-        text = (DATA / name).read_text().replace("NAME", job)
-        for key, value in fill.items():
-            text = text.replace(key, value)
-        return json.loads(text)
-
-    def _handle(self, method: str) -> None:
-        url = urlparse(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        self.server.requests.append((method, url.path, query, body))
-        parts = url.path.strip("/").split("/")
-        phase = self.server.phase
-        if parts[:5] == ["apis", "batch", "v1", "namespaces", "ml"] and parts[5:6] == ["jobs"]:
-            name = parts[6] if len(parts) > 6 else None
-            if method == "POST":
-                created = {**body, "metadata": {**body["metadata"], "uid": "5b1f0a2e", "resourceVersion": "1000"}}
-                self.server.jobs[created["metadata"]["name"]] = created
-                return self._send(201, created)
-            if name not in self.server.jobs or phase == "gone":
-                return self._send(404, self._fixture("status-not-found.json", name or ""))
-            if method == "DELETE":
-                self.server.phase = "gone"
-                return self._send(200, self._fixture("status-deleted.json", name))
-            fixture = {"complete": "job-status-complete.json", "failed": "job-status-failed.json"}.get(
-                phase, "job-status-running.json")
-            status = self._fixture(fixture, name)
-            if phase == "pending":
-                status["status"] = {}
-            return self._send(200, status)
-        if parts[:5] == ["api", "v1", "namespaces", "ml", "pods"]:
-            job = query.get("labelSelector", "job-name=").split("=", 1)[1] if len(parts) == 5 else parts[5].rsplit("-", 1)[0]
-            if len(parts) == 7 and parts[6] == "log":
-                return self._send(200, LOG, "text/plain")
-            state = {"complete": '{"terminated": {"exitCode": 0}}', "failed": '{"terminated": {"exitCode": 3}}'}.get(
-                phase, '{"running": {"startedAt": "2026-11-30T08:20:01Z"}}')
-            return self._send(200, self._fixture("pod-list.json", job, STATE=state, PHASE="Running"))
-        return self._send(404, {"kind": "Status", "status": "Failure", "code": 404, "message": f"no {url.path}"})
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
+LOG = ("training on 3200 points\nepoch 1/2 loss=0.5 val_loss=0.4 acc=0.8 lr=0.01\n"
+       "epoch 2/2 loss=0.3 val_loss=0.2 acc=0.9 lr=0.005\ndone\n")
 
 
 @pytest.fixture
 def fake_api(tmp_path, monkeypatch):
-    server = FakeKubernetes()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
-        "users": [{"name": "me", "user": {"token": "test-token"}}]}))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    yield server
-    server.shutdown()
-    server.server_close()
+    with fake_kubernetes(kubeconfig, namespace="ml", log=LOG) as server:
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        yield server
 
 
 @pytest.fixture
 def project(tmp_path) -> Path:
     root = tmp_path / "proj"
     root.mkdir()
+    (tmp_path / "data").mkdir()
     (root / "pyproject.toml").write_text(
         '[project]\nname = "tinynet"\nversion = "0.1"\ndependencies = ["torch"]\n'
         '[tool.envbuilder.jobs.train]\ncommand = "python -m tinynet.train --epochs 2"\nshm-size = "1g"\n'
@@ -129,16 +46,24 @@ def project(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
-def profiles(cli, tmp_path, monkeypatch):
+def _config(tmp_path, monkeypatch, extra: str = "") -> Path:
     config = tmp_path / "config.toml"
     config.write_text('[clusters.k8s]\nengine = "kubernetes"\nnamespace = "ml"\nartifacts = "pvc"\n'
-                      'artifacts-claim = "runs"\n', encoding="utf-8")
+                      'artifacts-claim = "runs"\n' + extra, encoding="utf-8")
     monkeypatch.setenv("ENVBUILDER_CONFIG", str(config))
     return config
 
 
-def test_submit_creates_the_job_through_the_client_and_the_run_follows_it(cli, fake_api, project, profiles):
+@pytest.fixture
+def profiles(cli, tmp_path, monkeypatch):
+    return _config(tmp_path, monkeypatch)
+
+
+def _status(cli, run_id: str) -> dict:
+    return json.loads(cli("runs", "show", run_id, "--json").stdout)
+
+
+def test_submit_creates_the_job_and_the_run_follows_its_phases(cli, fake_api, project, profiles):
     result = cli("submit", str(project), "train", "--image", IMAGE, "--json")
     assert result.exit_code == 0, result.stderr
     done = json.loads(result.stdout)
@@ -153,22 +78,38 @@ def test_submit_creates_the_job_through_the_client_and_the_run_follows_it(cli, f
 
     listed = json.loads(cli("runs", "list", "--json").stdout)
     assert listed[0]["status"] == "queued" and listed[0]["backend_job_id"] == done["job_id"]
+    # Created (status {}), then its pod pulling the image (active, not ready): still queued, no log asked for.
+    assert _status(cli, done["run_id"])["status"] == "queued"
+    fake_api.phase = "pending"
+    assert _status(cli, done["run_id"])["status"] == "queued"
+    assert not any(r[1].endswith("/log") for r in fake_api.requests)
     fake_api.phase = "running"
-    assert json.loads(cli("runs", "show", done["run_id"], "--json").stdout)["status"] == "running"
+    assert _status(cli, done["run_id"])["status"] == "running"
     fake_api.phase = "complete"
-    shown = json.loads(cli("runs", "show", done["run_id"], "--json").stdout)
+    shown = _status(cli, done["run_id"])
     assert shown["status"] == "completed" and shown["exit_code"] == 0
     assert shown["metrics"]["val_loss"] == [[1, 0.4], [2, 0.2]]  # parsed from the pod's log, read through the API
     assert Path(shown["log_path"]).read_text() == LOG
-    assert json.loads(cli("runs", "show", done["run_id"], "--json").stdout)["metrics"] == shown["metrics"]
+    assert _status(cli, done["run_id"])["metrics"] == shown["metrics"]
     assert any(r[1].endswith("/log") and r[2].get("container") == "job" for r in fake_api.requests)
+    # The pod's metrics file cannot be read from here: the run says so, and metrics came from the log.
+    assert [n["code"] for n in shown["notices"]] == ["metrics-file-not-read"]
 
 
 def test_a_failed_job_records_the_pods_exit_code(cli, fake_api, project, profiles):
     done = json.loads(cli("submit", str(project), "train", "--image", IMAGE, "--json").stdout)
     fake_api.phase = "failed"
-    shown = json.loads(cli("runs", "show", done["run_id"], "--json").stdout)
+    shown = _status(cli, done["run_id"])
     assert (shown["status"], shown["exit_code"]) == ("failed", 3) and "BackoffLimitExceeded" in shown["error"]
+
+
+def test_a_job_deleted_behind_our_back_is_recorded_failed(cli, fake_api, project, profiles):
+    done = json.loads(cli("submit", str(project), "train", "--image", IMAGE, "--json").stdout)
+    fake_api.phase = "running"
+    assert _status(cli, done["run_id"])["status"] == "running"
+    fake_api.phase = "gone"  # 404 NotFound, as for a Job deleted or past its ttlSecondsAfterFinished
+    shown = _status(cli, done["run_id"])
+    assert shown["status"] == "failed" and "the Job is gone" in shown["error"]
 
 
 def test_stop_deletes_the_job_with_its_grace_period(cli, fake_api, project, profiles):
@@ -180,6 +121,82 @@ def test_stop_deletes_the_job_with_its_grace_period(cli, fake_api, project, prof
     assert path == f"/apis/batch/v1/namespaces/ml/jobs/{done['job_id']}"
     sent = {**query, **(body or {})}
     assert int(sent["gracePeriodSeconds"]) == 20 and sent["propagationPolicy"] == "Background"
+
+
+# --- the API server's refusals: one line each, with what to do -------------------------------------------
+
+
+def _one_line_error(result, code: str, exit_code: int = 1) -> str:
+    assert result.exit_code == exit_code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and f"{code}" in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_forbidden_create_is_one_line_naming_the_permission(cli, fake_api, project, profiles):
+    fake_api.refuse[("POST", "jobs")] = 403
+    err = _one_line_error(cli("submit", str(project), "train", "--image", IMAGE), "cluster-forbidden")
+    assert 'cannot create resource "jobs" in API group "batch" in the namespace "ml"' in err
+    assert "kubectl auth can-i create jobs -n ml" in err
+    [run] = json.loads(cli("runs", "list", "--json").stdout)
+    assert run["status"] == "failed" and "forbidden" in run["error"]  # recorded, never left queued
+
+
+def test_rejected_credentials_are_one_line(cli, fake_api, project, profiles):
+    fake_api.refuse[("POST", "jobs")] = 401
+    err = _one_line_error(cli("submit", str(project), "train", "--image", IMAGE), "cluster-forbidden")
+    assert "401 Unauthorized" in err and "credentials were rejected" in err
+
+
+def test_a_missing_namespace_is_one_line(cli, fake_api, project, tmp_path, monkeypatch):
+    config = _config(tmp_path, monkeypatch)
+    config.write_text(config.read_text().replace('namespace = "ml"', 'namespace = "research"'))
+    err = _one_line_error(cli("submit", str(project), "train", "--image", IMAGE), "cluster-command-failed")
+    assert "namespace 'research' not found" in err and "kubectl create namespace" in err
+
+
+def test_forbidden_stop_says_so_and_the_run_stays(cli, fake_api, project, profiles):
+    done = json.loads(cli("submit", str(project), "train", "--image", IMAGE, "--json").stdout)
+    fake_api.phase = "running"
+    fake_api.refuse[("DELETE", "jobs")] = 403
+    err = _one_line_error(cli("runs", "stop", done["run_id"], "--grace", "1"), "cluster-forbidden")
+    assert 'cannot delete resource "jobs"' in err
+    assert _status(cli, done["run_id"])["status"] == "running"
+
+
+def test_a_job_name_taken_is_a_conflict(fake_api):
+    engine = KubernetesEngine(ClusterProfile(engine="kubernetes", namespace="ml"))
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "eb-t-1", "namespace": "ml"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                               "containers": [{"name": "job", "image": IMAGE}]}}}}
+    assert engine.submit(manifest) == "eb-t-1"
+    with pytest.raises(EnvbuilderError) as caught:
+        engine.submit(manifest)
+    assert caught.value.code == "cluster-job-exists"
+    assert 'jobs.batch "eb-t-1" already exists' in str(caught.value) and "kubectl delete job" in caught.value.hint
+
+
+# --- data mounts and printing --------------------------------------------------------------------------------
+
+
+def test_data_mounts_are_mapped_from_the_profile_or_named_in_a_notice(cli, fake_api, project, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    _config(tmp_path, monkeypatch, f'[clusters.k8s.volumes]\n"{data}" = {{ claim = "datasets" }}\n')
+    (tmp_path / "other").mkdir()
+    result = cli("submit", str(project), "train", "--image", IMAGE, "--json",
+                 "--mount", f"{data}:/data:ro", "--mount", f"{tmp_path / 'other'}:/other:ro")
+    assert result.exit_code == 0, result.stderr
+    done = json.loads(result.stdout)
+    [(_, _, _, body)] = [r for r in fake_api.requests if r[0] == "POST"]
+    pod = body["spec"]["template"]["spec"]
+    assert pod["volumes"][2] == {"name": "data-0", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}}
+    assert pod["containers"][0]["volumeMounts"][2] == {"name": "data-0", "mountPath": "/data", "readOnly": True}
+    assert len(pod["volumes"]) == 3  # /other has no volume on the cluster: not in the Job...
+    [dropped] = [n for n in done["notices"] if n["code"] == "cluster-mounts-dropped"]
+    assert f"{tmp_path / 'other'}:/other" in dropped["message"] and "[clusters.k8s.volumes]" in dropped["hint"]
+    # ...and the run keeps the notice for `runs show`.
+    assert "cluster-mounts-dropped" in [n["code"] for n in _status(cli, done["run_id"])["notices"]]
+    printed = cli("submit", str(project), "train", "--image", IMAGE, "--dry-run", "--mount", f"{tmp_path / 'other'}:/other")
+    assert printed.exit_code == 0 and "does not mount" in printed.stderr and "kind: Job" in printed.stdout
 
 
 def test_without_a_kubeconfig_the_manifest_is_printed_and_nothing_recorded(cli, project, profiles, monkeypatch, tmp_path):

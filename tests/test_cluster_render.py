@@ -261,6 +261,43 @@ def test_the_job_manifest_passes_the_openapi_schema_and_the_official_models(proj
         assert pod.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
 
 
+def test_data_mounts_become_the_volumes_the_profile_maps_and_the_rest_are_named(project):
+    import kubernetes_validate
+
+    from envbuilder.cluster.kubernetes import unmapped_mounts
+    from envbuilder.cluster.submit import engine_notices
+
+    data = project.parent / "data"
+    (data / "imagenet").mkdir()
+    scratch = project.parent / "scratch"
+    scratch.mkdir()
+    elsewhere = project.parent / "elsewhere"
+    elsewhere.mkdir()
+    profile = parse_profiles({"k8s": {"engine": "kubernetes", "volumes": {
+        str(data): {"claim": "datasets"}, str(scratch): {"host-path": "/mnt/scratch", "read-only": False}}}})["k8s"]
+    job = _job(project, GPU, mounts=[f"{data / 'imagenet'}:/data/imagenet:ro", f"{scratch}:/scratch:ro",
+                                     f"{elsewhere}:/elsewhere:ro"])
+    manifest = render_job_manifest(job, profile, image_ref=job.image)
+    kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["volumes"][2:] == [
+        {"name": "data-0", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}},
+        {"name": "data-1", "hostPath": {"path": "/mnt/scratch", "type": "Directory"}}]
+    assert pod["containers"][0]["volumeMounts"][2:] == [
+        {"name": "data-0", "mountPath": "/data/imagenet", "readOnly": True, "subPath": "imagenet"},
+        {"name": "data-1", "mountPath": "/scratch", "readOnly": False}]
+    assert [m.target for m in unmapped_mounts(job, profile)] == ["/elsewhere"]
+    [dropped, metrics] = engine_notices(job, profile, tracked=True)
+    assert [n.code for n in engine_notices(job, profile, tracked=False)] == ["cluster-mounts-dropped"]
+    assert dropped.code == "cluster-mounts-dropped" and f"{elsewhere}:/elsewhere" in dropped.message
+    assert "[clusters.k8s.volumes]" in dropped.hint and str(data) not in dropped.message
+    assert metrics.code == "metrics-file-not-read"
+    with pytest.raises(UsageError, match="exactly one of claim"):
+        parse_profiles({"k8s": {"engine": "kubernetes", "volumes": {"/d": {"claim": "a", "host-path": "/b"}}}})
+    with pytest.raises(UsageError, match="absolute folder"):
+        parse_profiles({"k8s": {"engine": "kubernetes", "volumes": {"data": {"claim": "a"}}}})
+
+
 def test_a_broken_manifest_fails_the_schema(project):
     import kubernetes_validate
 

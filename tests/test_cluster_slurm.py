@@ -5,6 +5,8 @@ The tinynet train job is submitted from a copy of examples/tinynet: the image is
 (the node is this machine, so no registry), and the run is followed with the same run commands as a local run,
 to `completed` with its metrics and the checkpoint in the artifacts folder. A second, long job is stopped
 gracefully (SIGTERM forwarded by the script's trap, the job checkpoints) and recorded `stopped`.
+A tiny command job in the base image checks that the metrics channel local runs prefer ($ENVBUILDER_METRICS,
+written on the node into the artifacts folder) is the cluster run's source too.
 """
 
 from __future__ import annotations
@@ -93,3 +95,32 @@ def test_tinynet_train_on_slurm_completes_with_metrics_and_checkpoint_then_a_lon
     leftover = subprocess.run(["docker", "ps", "-q", "--filter", f"label=org.envbuilder.run-id={long_run['run_id']}"],
                               capture_output=True, text=True, check=False)
     assert leftover.stdout.strip() == ""
+
+
+_CHANNEL_JOB = """
+import json, os
+with open(os.environ["ENVBUILDER_METRICS"], "a") as out:
+    for step in (1, 2, 3):
+        out.write(json.dumps({"step": step, "loss": 1.0 / step, "val": {"acc": step / 4}}) + "\\n")
+print("epoch 1/1 loss=9.9 acc=0.1")  # what the log heuristics would have read
+"""
+
+
+def test_a_slurm_runs_metrics_come_from_the_metrics_file_the_job_writes(
+        cli, tmp_path, slurm_cluster, base_image):  # noqa: F811
+    project = tmp_path / "plain"
+    project.mkdir()
+    artifacts = tmp_path / "out"
+    (artifacts / ".envbuilder").mkdir(parents=True)
+    (artifacts / ".envbuilder" / "metrics.jsonl").write_text('{"loss": 123}\n')  # an earlier run's: set aside
+    result = cli("submit", str(project), "--to", "slurm", "--image", base_image, "--artifacts", str(artifacts),
+                 "--json", "--", "python", "-c", _CHANNEL_JOB)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    run_id = json.loads(result.stdout)["run_id"]
+    follow = cli("runs", "logs", "-f", run_id)
+    assert follow.exit_code == 0 and "epoch 1/1 loss=9.9" in follow.stdout, follow.stdout + follow.stderr
+    shown = json.loads(cli("runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "completed", shown
+    assert shown["metrics"] == {"loss": [[1, 1.0], [2, 0.5], [3, 1 / 3]], "val/acc": [[1, 0.25], [2, 0.5], [3, 0.75]]}
+    assert [n["code"] for n in shown["notices"]] == ["metrics-source"]
+    assert len(list((artifacts / ".envbuilder").glob("metrics.*.jsonl"))) == 1

@@ -81,6 +81,8 @@ def submit(ctx: click.Context, path: str, job_and_args: tuple[str, ...], engine,
         return
     for note in done.notes:
         click.echo(f"envbuilder: note: {note}", err=True)
+    for notice in done.notices:
+        click.echo(f"envbuilder: note: {notice.message}" + (f" (hint: {notice.hint})" if notice.hint else ""), err=True)
     if not done.submitted:
         click.echo(done.description, nl=False)
         return

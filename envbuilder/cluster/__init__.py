@@ -8,5 +8,6 @@ skypilot (pure)    the SkyPilot task
 text (pure)        YAML (or JSON) text of a manifest
 engines            the engines' commands and clients: submit, state, cancel (I/O through envbuilder.proc)
 submit             submit_job(): profile -> image -> render -> submit -> a `queued` run
+metrics            cluster runs' metrics from the local runs' channels ($ENVBUILDER_METRICS, prefixed lines, log)
 track              the runs on clusters settled from the engines: status, logs, metrics, stop
 """

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from envbuilder.cluster.kubernetes import job_state as k8s_job_state
 from envbuilder.cluster.kubernetes import pod_exit_code
 from envbuilder.cluster.profiles import ClusterProfile
+from envbuilder.cluster.skypilot import SkyQueueUnreadable, parse_sky_queue, strip_ansi
 from envbuilder.cluster.slurm import (
     accounting_disabled,
     parse_sacct,
@@ -179,16 +180,16 @@ class KubernetesEngine:
             self._api = (client, client.BatchV1Api(api_client), client.CoreV1Api(api_client))
         return self._api
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, quiet: tuple[int, ...] = (404,), **kwargs: Any) -> Any:
+        """fn's answer; None for the HTTP codes in `quiet` (the caller says what they mean), else one clear error."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status in quiet:
                 return None
-            raise EnvbuilderError("cluster-command-failed", f"kubernetes: {what}: {exc.status} {exc.reason}: "
-                                  f"{_api_message(exc.body)}", "check the namespace, your RBAC and the kubeconfig context") from None
+            raise api_error(what, exc.status, exc.reason, _api_message(exc.body), self.profile.namespace) from None
         except OSError as exc:  # urllib3 wraps connection errors in OSError subclasses
             raise EnvbuilderError("cluster-unreachable", f"kubernetes: {what}: {exc}",
                                   "is the API server in the kubeconfig reachable?") from None
@@ -199,7 +200,7 @@ class KubernetesEngine:
         created = self._call("create the Job", batch.create_namespaced_job, self.profile.namespace, body)
         if created is None:
             raise EnvbuilderError("cluster-command-failed", f"kubernetes: namespace {self.profile.namespace!r} not found",
-                                  "create it, or set namespace in the profile")
+                                  "create it (kubectl create namespace NAME), or set namespace in the profile")
         return created.metadata.name
 
     def state(self, job_id: str) -> JobState:
@@ -239,8 +240,9 @@ class KubernetesEngine:
         pod = self._pod(job_id)
         if pod is None:
             return None
+        # 400: the container has not started yet (ContainerCreating), so there is no output to read.
         return self._call("read the pod's log", core.read_namespaced_pod_log, pod.metadata.name,
-                          self.profile.namespace, container="job")
+                          self.profile.namespace, container="job", quiet=(400, 404))
 
 
 def parse_job_model(manifest: dict[str, Any], client: Any = None) -> Any:
@@ -258,6 +260,21 @@ def parse_job_model(manifest: dict[str, Any], client: Any = None) -> Any:
             data = text
 
         return client.ApiClient().deserialize(_Response(), "V1Job")
+
+
+def api_error(what: str, status: int | None, reason: str | None, message: str, namespace: str) -> EnvbuilderError:
+    """The API server's refusal as one line with what to do."""
+    said = f"kubernetes: {what}: {status} {reason or ''}".rstrip() + (f": {message}" if message else "")
+    if status == 401:
+        return EnvbuilderError("cluster-forbidden", said, "the kubeconfig's credentials were rejected: refresh them "
+                               "(your cloud's get-credentials command) or pick another context in the profile")
+    if status == 403:
+        return EnvbuilderError("cluster-forbidden", said, f"ask the cluster's admin for the permission (RBAC); check "
+                               f"it with `kubectl auth can-i create jobs -n {namespace}`")
+    if status == 409:
+        return EnvbuilderError("cluster-job-exists", said, f"submit again (each submit names a new Job), or delete "
+                               f"the old one: kubectl delete job NAME -n {namespace}")
+    return EnvbuilderError("cluster-command-failed", said, "check the namespace, your RBAC and the kubeconfig context")
 
 
 def _api_message(body: Any) -> str:
@@ -282,26 +299,38 @@ class SkyPilotEngine:
         self.timeout = timeout
 
     @staticmethod
-    def configured(environ: Any = os.environ) -> bool:
+    def installed() -> bool:
+        return shutil.which("sky") is not None
+
+    @staticmethod
+    def configured() -> bool:
         """`sky` is on PATH and has been set up (`sky check` writes ~/.sky)."""
-        return shutil.which("sky") is not None and (Path.home() / ".sky").is_dir()
+        return SkyPilotEngine.installed() and (Path.home() / ".sky").is_dir()
 
     def submit(self, task_file: Path, cluster: str) -> str:
         result = run_command(["sky", "launch", "--yes", "--detach-run", "--cluster", cluster, str(task_file)],
                              timeout=self.timeout)
         if not result.ok:
             raise _failed("skypilot", "launch the task", result, "run `sky check`, then the printed command by hand")
-        match = re.search(r"Job (?:ID|submitted, ID):\s*(\d+)", result.stdout + result.stderr)
+        match = re.search(r"Job (?:ID|submitted, ID):\s*(\d+)", strip_ansi(result.stdout + result.stderr))
         return f"{cluster}/{match.group(1) if match else '1'}"
 
     def state(self, job_id: str) -> JobState:
         cluster, _, number = job_id.partition("/")
-        result = run_command(["sky", "queue", cluster], timeout=120)
+        # JSON where the CLI has `--output` (SkyPilot >= 0.10), else its table; both parsed by parse_sky_queue.
+        result = run_command(["sky", "queue", "--output", "json", cluster], timeout=120)
+        if not result.ok and "no such option" in (result.stderr + result.stdout).lower():
+            result = run_command(["sky", "queue", cluster], timeout=120)
         if not result.ok:
             if "does not exist" in (result.stdout + result.stderr):
                 return JobState(None, None, "the SkyPilot cluster is gone")
             raise _failed("skypilot", "ask the job's state", result, "run `sky status`")
-        return parse_sky_queue(result.stdout, number)
+        try:
+            return parse_sky_queue(result.stdout, number)
+        except SkyQueueUnreadable as exc:
+            raise EnvbuilderError("cluster-command-failed", f"skypilot: sky queue {cluster} could not ask the "
+                                  f"cluster: {exc}", f"run `sky status {cluster}`; `sky start {cluster}` if it "
+                                  "was stopped") from None
 
     def signal_term(self, job_id: str, grace_s: float) -> None:
         cluster, _, number = job_id.partition("/")
@@ -316,20 +345,3 @@ class SkyPilotEngine:
         cluster, _, number = job_id.partition("/")
         result = run_command(["sky", "logs", "--no-follow", cluster, number], timeout=300)
         return result.stdout if result.ok else None
-
-
-_SKY_STATES = {"INIT": "queued", "PENDING": "queued", "SETTING_UP": "queued", "RUNNING": "running",
-               "SUCCEEDED": "completed", "FAILED": "failed", "FAILED_SETUP": "failed", "FAILED_DRIVER": "failed",
-               "CANCELLED": "stopped"}
-
-
-def parse_sky_queue(stdout: str, job_number: str) -> JobState:
-    """`sky queue CLUSTER`: a table whose rows start with the job id and carry one of SkyPilot's job states."""
-    for line in stdout.splitlines():
-        words = line.split()
-        if words and words[0] == job_number:
-            for word in words:
-                if word in _SKY_STATES:
-                    status = _SKY_STATES[word]
-                    return JobState(status, 0 if status == "completed" else None, word)
-    return JobState(None, None, "the job is not in `sky queue`")

@@ -2,21 +2,25 @@
 
 The image is named by digest (a tag can move between submission and the pod's start); the project's code is
 the image's own (/workspace/project), not a mount; /dev/shm is an in-memory emptyDir sized like local runs;
-/artifacts is the profile's PVC or hostPath (else an emptyDir); GPUs are `resources.limits` of the vendor's
-device plugin (nvidia.com/gpu, amd.com/gpu), with a node selector on the GPU product where the profile names
-the label. The pod runs as the image's non-root user with no privilege escalation and no capabilities.
+/artifacts is the profile's PVC or hostPath (else an emptyDir); the job's data mounts are the volumes the
+profile's `volumes` table maps their folders to (a mount it maps no volume for cannot be had: submit says so);
+GPUs are `resources.limits` of the vendor's device plugin (nvidia.com/gpu, amd.com/gpu), with a node selector
+on the GPU product where the profile names the label. The pod runs as the image's non-root user with no
+privilege escalation and no capabilities.
 Pure: dicts in, dicts out. Must not import proc, docker, the kubernetes client, the run store or the CLI.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
-from envbuilder.cluster.profiles import ClusterProfile
+from envbuilder.cluster.profiles import ClusterProfile, ClusterVolume
 from envbuilder.cluster.spec import ClusterJob, JobState
 from envbuilder.imagelayout import IMAGE_UID
-from envbuilder.run.spec import CONTAINER_ARTIFACTS
+from envbuilder.run.spec import CONTAINER_ARTIFACTS, ResolvedMount
 
 MANAGED_BY = "envbuilder"
 RUN_ID_LABEL = "envbuilder.org/run-id"  # label keys take one '/', so not the image labels' dotted form
@@ -47,6 +51,8 @@ def render_job_manifest(job: ClusterJob, profile: ClusterProfile, *, image_ref: 
                          {"name": "artifacts", "mountPath": CONTAINER_ARTIFACTS}],
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+    data_volumes, data_mounts = data_volumes_of(job, profile)
+    container["volumeMounts"] += data_mounts
     if limits:
         container["resources"] = {"limits": limits, **({"requests": requests} if requests else {})}
     pod: dict[str, Any] = {
@@ -56,7 +62,7 @@ def render_job_manifest(job: ClusterJob, profile: ClusterProfile, *, image_ref: 
                             "fsGroup": IMAGE_UID, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{r.shm_mib}Mi"}},
-                    {"name": "artifacts", **_artifacts_volume(profile)}],
+                    {"name": "artifacts", **_artifacts_volume(profile)}, *data_volumes],
     }
     if r.gpus and r.gpu_type and profile.gpu_product_label:
         pod["nodeSelector"] = {profile.gpu_product_label: profile.gpu_names.get(r.gpu_type, r.gpu_type)}
@@ -69,6 +75,48 @@ def render_job_manifest(job: ClusterJob, profile: ClusterProfile, *, image_ref: 
         spec["activeDeadlineSeconds"] = int(r.time_s)
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": job.name, "namespace": profile.namespace, "labels": labels}, "spec": spec}
+
+
+def volume_for(mount: ResolvedMount, profile: ClusterProfile) -> tuple[str, ClusterVolume, str] | None:
+    """(the profile's folder, its volume, the mount's path under it) for a data mount the profile maps; None
+    when it maps no folder that holds the mount's source. The deepest mapped folder wins."""
+    source = PurePosixPath(os.path.expanduser(str(mount.source)))
+    best: tuple[str, ClusterVolume, str] | None = None
+    depth = -1
+    for folder, volume in profile.volumes.items():
+        root = PurePosixPath(os.path.expanduser(folder))
+        if (source == root or root in source.parents) and len(root.parts) > depth:
+            best, depth = (folder, volume, "" if source == root else source.relative_to(root).as_posix()), len(root.parts)
+    return best
+
+
+def unmapped_mounts(job: ClusterJob, profile: ClusterProfile) -> list[ResolvedMount]:
+    """The job's data mounts the profile gives no cluster volume for: the Job cannot have them."""
+    return [m for m in job.data_mounts if volume_for(m, profile) is None]
+
+
+def data_volumes_of(job: ClusterJob, profile: ClusterProfile) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container volumeMounts) for the data mounts the profile maps. A PVC is mounted once per
+    mount with its subPath; a node folder is the hostPath of the mount's own folder."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, mount in enumerate(job.data_mounts):
+        found = volume_for(mount, profile)
+        if found is None:
+            continue
+        _, volume, below = found
+        name = f"data-{index}"
+        read_only = mount.read_only if volume.read_only is None else volume.read_only
+        entry: dict[str, Any] = {"name": name, "mountPath": mount.target, "readOnly": read_only}
+        if volume.claim is not None:
+            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": volume.claim, "readOnly": read_only}})
+            if below:
+                entry["subPath"] = below
+        else:
+            path = str(PurePosixPath(volume.host_path or "/") / below) if below else volume.host_path
+            volumes.append({"name": name, "hostPath": {"path": path, "type": "Directory"}})
+        mounts.append(entry)
+    return volumes, mounts
 
 
 def _artifacts_volume(profile: ClusterProfile) -> dict[str, Any]:
@@ -93,7 +141,11 @@ def job_state(status: Mapping[str, Any] | None) -> JobState:
         if kind == "Failed":
             return JobState("failed", None, f"Failed ({reason})" if reason else "Failed")
     if status.get("active"):
-        return JobState("running" if status.get("ready") or status.get("startTime") else "queued", None, "active")
+        # `ready` counts the pods that run (Kubernetes >= 1.24); an active pod that is not ready is still being
+        # scheduled or pulling the image. Older API servers leave it out: startTime is all there is.
+        ready = status.get("ready")
+        running = ready > 0 if isinstance(ready, int) else bool(status.get("startTime"))
+        return JobState("running", None, "active") if running else JobState("queued", None, "pod not ready")
     return JobState("queued", None, "pending")
 
 

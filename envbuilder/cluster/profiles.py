@@ -15,11 +15,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from envbuilder.errors import UsageError
-from envbuilder.settings import user_config_paths
 from envbuilder.project.jobs import ClusterEngine, ConfigValue
+from envbuilder.settings import user_config_paths
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +35,22 @@ else:  # pragma: no cover
 ENGINES: tuple[str, ...] = ("slurm", "kubernetes", "skypilot")
 Runtime = Literal["docker", "podman", "apptainer", "singularity", "enroot"]
 ArtifactsVolume = Literal["pvc", "host-path", "none"]
+
+
+class ClusterVolume(ConfigValue):
+    """Where a folder the job mounts from this machine is on the cluster (Kubernetes): a PVC or a node folder."""
+
+    claim: str | None = Field(None, min_length=1, description="PersistentVolumeClaim that holds the folder.")
+    host_path: str | None = Field(None, min_length=1, description="The folder on the nodes (hostPath).")
+    read_only: StrictBool | None = Field(None, description="Mount it read-only whatever the job's mount says.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClusterVolume:
+        if (self.claim is None) == (self.host_path is None):
+            raise ValueError("give exactly one of claim (a PVC) or host-path (a node folder)")
+        if self.host_path is not None and not self.host_path.startswith("/"):
+            raise ValueError(f"host-path {self.host_path!r} must be absolute")
+        return self
 
 
 class ClusterProfile(ConfigValue):
@@ -55,6 +77,9 @@ class ClusterProfile(ConfigValue):
                                        "or an emptyDir (none: lost with the pod).")
     artifacts_claim: str | None = Field(None, description="PersistentVolumeClaim for /artifacts (artifacts = pvc).")
     artifacts_host_path: str | None = Field(None, description="Node folder for /artifacts (artifacts = host-path).")
+    volumes: dict[str, ClusterVolume] = Field(default_factory=dict, description="The job's data mounts on the "
+                                              "cluster: a folder of this machine -> {claim = PVC} or {host-path = "
+                                              "node folder}; a mount of that folder or of one under it uses it.")
     image_pull_secret: str | None = Field(None, description="Secret the kubelet pulls the image with.")
     backoff_limit: int = Field(0, ge=0, description="Retries of a failed pod (training jobs checkpoint: default 0).")
     ttl_after_finished_s: int = Field(86400, ge=0, description="Seconds a finished Job is kept for its logs.")
@@ -71,6 +96,14 @@ class ClusterProfile(ConfigValue):
                                  "resolved for it, and jobs ask for it unless they say otherwise.")
     cuda_driver: str | None = Field(None, description="The nodes' NVIDIA driver version, for the plan.")
     arch: Literal["x86_64", "aarch64"] = Field("x86_64", description="The nodes' CPU architecture.")
+
+    @field_validator("volumes")
+    @classmethod
+    def _absolute_folders(cls, value: dict[str, ClusterVolume]) -> dict[str, ClusterVolume]:
+        for folder in value:
+            if not folder.startswith(("/", "~")):
+                raise ValueError(f"{folder!r} must be an absolute folder of this machine (the mount's source)")
+        return value
 
     @field_validator("sbatch_args")
     @classmethod

@@ -23,7 +23,8 @@ from envbuilder.cluster.engines import (
     SlurmEngine,
     engine_for,
 )
-from envbuilder.cluster.kubernetes import render_job_manifest
+from envbuilder.cluster.kubernetes import render_job_manifest, unmapped_mounts
+from envbuilder.cluster.metrics import READABLE_ARTIFACTS
 from envbuilder.cluster.profiles import (
     ClusterProfile,
     load_profiles,
@@ -44,10 +45,12 @@ from envbuilder.cluster.spec import (
 from envbuilder.cluster.text import manifest_text
 from envbuilder.errors import DockerError, UsageError
 from envbuilder.imagelayout import LABEL_FLAVOR, LABEL_PLAN, LABEL_TORCH
+from envbuilder.notices import Notice
 from envbuilder.resolve.matrix import Matrix
 from envbuilder.resolve.plan import TargetFlags
 from envbuilder.run.launch import ProjectImage, project_folder
-from envbuilder.run.spec import RunOptions, default_shm_size, run_spec
+from envbuilder.run.metric_channels import fresh_metrics_file
+from envbuilder.run.spec import METRICS_RELPATH, RunOptions, default_shm_size, run_spec
 
 # (project source, git commit or ref, the target the cluster's GPU asks for) -> the project's image
 ClusterBuildStep = Callable[[str, "str | None", TargetFlags], ProjectImage]
@@ -86,12 +89,15 @@ class Submission:
     description_path: str | None = None
     log_path: str | None = None
     notes: tuple[str, ...] = field(default=())
+    notices: tuple[Notice, ...] = field(default=())  # coded (envbuilder.notices); kept on the run as well
 
     def to_json(self) -> dict[str, Any]:
         return {"engine": self.engine, "profile": self.profile, "submitted": self.submitted, "run_id": self.run_id,
                 "job_id": self.job_id, "status": "queued" if self.submitted else None, "image": self.image,
                 "resources": self.resources.to_json(), "description_path": self.description_path,
-                "log_path": self.log_path, "notes": list(self.notes), "description": self.description}
+                "log_path": self.log_path, "notes": list(self.notes),
+                "notices": [{"code": n.code, "message": n.message, "hint": n.hint} for n in self.notices],
+                "description": self.description}
 
 
 def submit_job(source: str, request: SubmitRequest, *, settings: Any, matrix: Matrix, ref: str | None = None,
@@ -131,7 +137,8 @@ def submit_job(source: str, request: SubmitRequest, *, settings: Any, matrix: Ma
         planned = cluster_job(spec, run_id=run_id, log_path=Path(settings.runs_dir) / run_id / "log.txt",
                               resources=resources, gpu_vendor=vendor, notes=tuple(notes))
         text = render(planned, profile, image_ref=node_image, local_engine=local_engine)
-        return Submission(profile.engine, profile.name, text, node_image, resources, False, notes=tuple(notes))
+        return Submission(profile.engine, profile.name, text, node_image, resources, False, notes=tuple(notes),
+                          notices=tuple(engine_notices(planned, profile, tracked=False)))
     return _submit(spec, profile, engine, resources, vendor, node_image, local_engine, notes, settings, store)
 
 
@@ -153,6 +160,8 @@ def _submit(spec: Any, profile: ClusterProfile, engine: Any, resources: Resource
     if spec.artifacts_dir is not None and (local_engine or profile.engine == "slurm"):
         # Created here, as the caller: a runtime would create a missing bind source as root.
         spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if spec.artifacts_dir is not None and profile.engine in READABLE_ARTIFACTS:
+        fresh_metrics_file(spec.artifacts_dir / METRICS_RELPATH)  # read from here as the job writes it
     record = store.start_run(spec.project_name, spec.argv, job=spec.job, image=spec.image, plan=spec.plan,
                              artifacts_dir=spec.artifacts_dir, backend=profile.engine,
                              args={**spec.record_args(), "cluster": _cluster_args(profile, resources, node_image,
@@ -173,8 +182,35 @@ def _submit(spec: Any, profile: ClusterProfile, engine: Any, resources: Resource
         store.finish_run(record.id, "failed", None, f"not submitted: {exc}")
         raise
     store.set_backend_job(record.id, job_id)
+    notices = engine_notices(job, profile, tracked=True)
+    for notice in notices:
+        store.add_notice(record.id, notice.code, notice.message)
     return Submission(profile.engine, profile.name, text, node_image, resources, True, record.id, job_id, str(path),
-                      record.log_path, tuple(notes))
+                      record.log_path, tuple(notes), tuple(notices))
+
+
+def engine_notices(job: ClusterJob, profile: ClusterProfile, *, tracked: bool) -> list[Notice]:
+    """What the engine cannot do of the job as a local run does it: said once, at submit, and kept on the run.
+    tracked: the job was submitted and is recorded as a run (else the description is only printed)."""
+    notices = []
+    dropped = unmapped_mounts(job, profile) if profile.engine == "kubernetes" else []
+    if dropped:
+        listed = ", ".join(f"{m.source}:{m.target}" for m in dropped)
+        first = dropped[0].source
+        notices.append(Notice(
+            "cluster-mounts-dropped",
+            f"the Job does not mount {listed}: the profile {profile.name!r} maps no cluster volume for "
+            f"{'it' if len(dropped) == 1 else 'them'}, and the pod cannot see this machine's folders",
+            f'put the data on a PVC or a node folder and map it in the user config: [clusters.{profile.name}.volumes] '
+            f'"{first}" = {{ claim = "PVC" }} (or host-path = "/node/folder")'))
+    if tracked and job.artifacts_dir is not None and profile.engine not in READABLE_ARTIFACTS:
+        where = "the pod's /artifacts volume" if profile.engine == "kubernetes" else "the SkyPilot node"
+        notices.append(Notice(
+            "metrics-file-not-read",
+            f"metrics come from the job's output: $ENVBUILDER_METRICS is written on {where}, which cannot be "
+            "read from here",
+            "print `ENVBUILDER_METRIC {json}` lines to stdout to send metrics from the job explicitly"))
+    return notices
 
 
 def _cluster_args(profile: ClusterProfile, resources: Resources, node_image: str, patterns: tuple[Any, ...]) -> dict:
@@ -284,7 +320,10 @@ def _why_print_only(profile: ClusterProfile, dry_run: bool) -> str | None:
         return ("printed, not submitted: no kubeconfig ($KUBECONFIG or ~/.kube/config)" if KubernetesEngine.client_installed()
                 else "printed, not submitted: the kubernetes client is not installed (pip install 'envbuilder[kubernetes]')")
     if profile.engine == "skypilot" and not SkyPilotEngine.configured():
-        return "printed, not submitted: SkyPilot is not installed and set up (pip install skypilot; sky check)"
+        if not SkyPilotEngine.installed():
+            return ("printed, not submitted: SkyPilot is not installed (pipx install skypilot, then `sky check`; "
+                    "or run `sky launch` on the printed task)")
+        return "printed, not submitted: SkyPilot is not set up (run `sky check`, then submit again)"
     return None
 
 

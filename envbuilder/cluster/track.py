@@ -3,9 +3,9 @@
 Nothing watches a submitted job the way the local executor watches its container, so the run commands settle
 cluster runs when they are asked about them (`runs list`, `show`, `logs -f`, `plot`, `stop` call sync_runs):
 the engine says queued, running or how the job ended; the job's output (the file Slurm writes, or the pod's
-log fetched through the API) is the run's log, and its new lines are parsed for metrics exactly once, even with
-several readers at once (RunStore.add_log_metrics). A stop is graceful first: SIGTERM through the engine, the
-grace period for the job to checkpoint, then the engine's full cancel.
+log fetched through the API) is the run's log, and its metrics are recorded from the channels local runs use
+(envbuilder.cluster.metrics), each exactly once, even with several readers at once. A stop is graceful first:
+SIGTERM through the engine, the grace period for the job to checkpoint, then the engine's full cancel.
 Must not import the CLI or envbuilder.api.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from envbuilder.cluster.engines import ClusterEngine, engine_for
+from envbuilder.cluster.metrics import ingest_metrics
 from envbuilder.cluster.profiles import ClusterProfile
 from envbuilder.cluster.spec import JobState
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.metrics import MetricTracker
 from envbuilder.run.record import RunRecord
 
 EngineFactory = Callable[[ClusterProfile], ClusterEngine]
@@ -91,28 +91,6 @@ def _append_new(log: Path, text: str) -> None:
     if text.startswith(have) and len(text) > len(have):
         with log.open("a", encoding="utf-8") as handle:
             handle.write(text[len(have):])
-
-
-def ingest_metrics(store: Any, record: RunRecord) -> int:
-    """Parse the log's whole lines not read yet; returns how many points were recorded."""
-    log = Path(record.log_path)
-    if not log.exists():
-        return 0
-    start = store.log_read_bytes(record.id)
-    data = log.read_bytes()
-    end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
-    if end <= start:
-        return 0
-    patterns = tuple(tuple(p) if isinstance(p, list) else p
-                     for p in (record.args or {}).get("cluster", {}).get("metric_patterns", ()))
-    tracker = MetricTracker(extra_patterns=patterns)
-    tracker.feed_lines(_lines(data[:start]))  # the step counter continues where the last reader stopped
-    points = tracker.feed_lines(_lines(data[start:end]))
-    return len(points) if store.add_log_metrics(record.id, points, start, end) else 0
-
-
-def _lines(data: bytes) -> list[str]:
-    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def stop_run(store: Any, run_id: str, grace_s: float, *, engines: EngineFactory = engine_for,
