@@ -68,6 +68,18 @@ def parse_record(text: str) -> tuple[dict[str, float], list[str]]:
     return values, ignored
 
 
+def checked_record(text: str, where: str) -> tuple[dict[str, float] | None, list[tuple[str, str]]]:
+    """(a channel line's values, None when it is no record; the (code, message) notices it calls for), `where`
+    naming the line for the user."""
+    try:
+        values, ignored = parse_record(text)
+    except BadRecord as exc:
+        return None, [("metrics-record-ignored", f"{where} was ignored: {exc} (one JSON object of numbers a line)")]
+    if ignored:
+        return values, [("metrics-keys-ignored", f"{where}: {', '.join(map(repr, ignored))} ignored: not a number")]
+    return values, []
+
+
 def _number_text(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
         return float(value.strip().lower().replace("infinity", "inf"))
@@ -231,13 +243,11 @@ class MetricRecorder:
                 self._note("metrics-not-recorded", f"metrics from the file were not recorded: {exc}")
 
     def _record(self, text: str, where: str) -> None:
-        try:
-            values, ignored = parse_record(text)
-        except BadRecord as exc:
-            self._note("metrics-record-ignored", f"{where} was ignored: {exc} (one JSON object of numbers a line)")
+        values, notes = checked_record(text, where)
+        for code, message in notes:
+            self._note(code, message)
+        if values is None:
             return
-        if ignored:
-            self._note("metrics-keys-ignored", f"{where}: {', '.join(map(repr, ignored))} ignored: not a number")
         if self.source != "envbuilder":
             self._switch("envbuilder")
         self._add(self._channel.feed_values(values))

@@ -56,6 +56,7 @@ __all__ = [
     "RunStore",
     "new_run_id",
     "process_alive",
+    "runner_alive",
 ]
 
 # Container states (Docker's State.Status) in which the run is over. Anything else (running, paused, a state
@@ -440,8 +441,7 @@ class RunStore:
         changed: list[str] = []
         host = socket.gethostname()
         for record in self.list_runs(limit=None, status=RUNNING):
-            runner_alive = record.owner_host == host and record.owner_pid is not None and _process_alive(record.owner_pid)
-            if runner_alive:
+            if runner_alive(record):
                 continue
             exit_code = None
             status: RunStatus = "failed"
@@ -481,12 +481,13 @@ def _container_phase(state: Mapping[str, Any] | str | None) -> tuple[str | None,
     return str(state.get("Status") or "unknown").lower(), None if code is None else int(code)
 
 
+def runner_alive(record: RunRecord) -> bool:
+    """Whether the process that started the run still runs on this host (it records the run's end itself)."""
+    return record.owner_host == socket.gethostname() and record.owner_pid is not None and process_alive(record.owner_pid)
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this id runs on this host (one owned by another user counts)."""
-    return _process_alive(pid)
-
-
-def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
