@@ -6,6 +6,7 @@ exactly the same path from a project to a Plan. Heavy modules are imported insid
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ from envbuilder.settings import Settings
 # Values are imported for annotations only: `envbuilder run --image` goes through run_project and must not load
 # the resolver's pydantic models (about 0.15 s) that plan_project and build_project need.
 if TYPE_CHECKING:
-    from envbuilder.defaults import Defaults, Layer
+    from envbuilder.defaults import EffectiveDefaults, Layer
     from envbuilder.host.types import HostInfo
+    from envbuilder.notices import Notice
     from envbuilder.project.spec import ProjectSpec
     from envbuilder.resolve.matrix import Matrix
     from envbuilder.resolve.plan import Plan, ResolveRequest, Target, TargetFlags
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
     from envbuilder.render.network import NetworkOptions
     from envbuilder.build.labels import ImageFit
     from envbuilder.build.registry import RegistryOptions
-    from envbuilder.build.spec import BuildRequestOptions
 
 
 def load_settings_matrix(settings: Settings) -> Matrix:
@@ -78,6 +79,7 @@ def plan_project(
     torch_index: a mirror that replaces the flavour's PyTorch index (--torch-index-url; network's when not
     given). Its torch-family pages are read first, so that the plan only picks builds the mirror really serves.
     When it cannot be read, index_required decides between an error (build, run) and a warning in the plan.
+    Without a mirror, torch wheels in network.find_links folders limit the plan the same way (_served_torch).
     Then the project's whole dependency set is checked with uv on the Pythons the chosen torch build allows
     (check_python_fit), from network's indexes (PyPI by default), unless request.offline: the plan takes the
     highest Python on which everything installs. Offline or with no index reachable, the matrix alone decides,
@@ -97,21 +99,7 @@ def plan_project(
     if host is None:
         host = detect_for(flags)
     target: Target = target_for(host, flags, matrix)
-    available = None
-    unread = None
-    if torch_index:
-        from envbuilder.errors import EnvbuilderError
-        from envbuilder.index.snapshot import snapshot_index
-        from envbuilder.notices import Notice
-
-        try:
-            available = snapshot_index(torch_index)
-        except EnvbuilderError as exc:
-            # A build needs the mirror anyway, so it fails here, early; a render may be for another network.
-            if index_required:
-                raise
-            unread = Notice("mirror-unread", f"{exc.message}; resolved from the matrix alone, so the mirror may not "
-                            "serve this build", exc.hint)
+    available, unread = _served_torch(torch_index, network.find_links, index_required)
     plan = resolve(project, target, matrix, request, available, torch_index_url=torch_index)
     fit = check_python_fit(project, plan, matrix, available, settings=settings, network=network)
     if fit is not None:
@@ -122,61 +110,55 @@ def plan_project(
     return project, plan
 
 
+def _served_torch(torch_index: str | None, find_links: tuple[str, ...],
+                  index_required: bool) -> tuple[IndexSnapshot | None, Notice | None]:
+    """What the build will install torch from, read before resolving so that the plan only picks what is served:
+    the --torch-index-url mirror, else the torch wheels of the --find-links folders (a wheelhouse without the
+    plan's Python is refused now, naming the Pythons it has, not mid-build). (snapshot, the notice of a mirror
+    that could not be read when index_required is False)."""
+    from envbuilder.errors import EnvbuilderError
+    from envbuilder.index.snapshot import snapshot_index, snapshot_wheelhouse
+    from envbuilder.notices import Notice
+
+    if not torch_index:
+        return snapshot_wheelhouse(find_links), None
+    try:
+        return snapshot_index(torch_index), None
+    except EnvbuilderError as exc:
+        # A build needs the mirror anyway, so it fails here, early; a render may be for another network.
+        if index_required:
+            raise
+        return None, Notice("mirror-unread", f"{exc.message}; resolved from the matrix alone, so the mirror may not "
+                            "serve this build", exc.hint)
+
+
 def project_network(project: ProjectSpec, network: NetworkOptions | None) -> NetworkOptions:
     """`network` (flags over the environment over the user config) with the project's own [defaults] filling
     what it leaves unset: the lowest layer of envbuilder.defaults, merged by the same rule."""
     from envbuilder.defaults import given_layer, merge
+    from envbuilder.project.config import defaults_layer
     from envbuilder.render.network import NetworkOptions
 
     network = network if network is not None else NetworkOptions()
-    layer, _ = _project_defaults(Path(project.source.path))
+    layer, _ = defaults_layer(Path(project.source.path))
     if layer is None:
         return network
     return NetworkOptions(**merge([layer, given_layer(network.model_dump())]).fields())
 
 
-def _project_defaults(folder: Path) -> tuple[Layer | None, str | None]:
-    """(the project's [defaults] as a layer, the config file it is read from)."""
-    from envbuilder.defaults import project_layer
-    from envbuilder.project.config import PYPROJECT, TABLE_PREFIX, load_config
-
-    config = load_config(folder)
-    if config.source is None:
-        return None, None
-    where = f"{folder.resolve() / config.source} " + (f"[{TABLE_PREFIX}.defaults]" if config.source == PYPROJECT else "[defaults]")
-    return project_layer(config.defaults, folder, where), where
-
-
-@dataclass(frozen=True)
-class EffectiveDefaults:
-    """What `envbuilder config show` prints: every default's value and origin, and the files that were read."""
-
-    defaults: Defaults
-    project_config: str | None  # the project's config file and table; None when it has none
-    user_config: Path | None  # the user config file in use; None when none exists
-    user_config_paths: tuple[Path, ...]  # where it was looked for, first match wins
-
-    def to_json(self) -> dict:
-        from envbuilder.defaults import KEYS
-
-        return {"project_config": self.project_config, "user_config": str(self.user_config or "") or None,
-                "user_config_paths": [str(p) for p in self.user_config_paths], "values": self.defaults.to_json(),
-                "unset": [key.name for key in KEYS if key.name not in self.defaults.settings]}
-
-
 def effective_defaults(source: str | None, layers: Iterable[Layer | None], *, ref: str | None = None,
                        settings: Settings) -> EffectiveDefaults:
-    """The build and network defaults a command run on SOURCE gets: its project's [defaults] under `layers`
-    (the user config's, the environment's and the flags', as envbuilder.cli.netopts reads them). A git URL is
-    fetched (its project layer counts too); SOURCE None leaves the project layer out."""
-    from envbuilder.defaults import merge
+    """The defaults a command run on SOURCE gets: its project's [defaults] under `layers` (the user config's, the
+    environment's and the flags', as envbuilder.cli.netopts reads them). A git URL is fetched (its project
+    layer counts too); SOURCE None leaves the project layer out."""
+    from envbuilder.defaults import EffectiveDefaults, merge
 
     project, where = None, None
     if source is not None:
+        from envbuilder.project.config import defaults_layer
         from envbuilder.run.launch import project_folder
 
-        folder, _ = project_folder(source, ref, settings)
-        project, where = _project_defaults(folder)
+        project, where = defaults_layer(project_folder(source, ref, settings)[0])
     paths = tuple(settings.config_paths())
     found = next((path for path in paths if path.is_file()), None)
     return EffectiveDefaults(merge([project, *layers]), where, found, paths)
@@ -248,25 +230,23 @@ def build_project(
     The one path from a project to an image, for `envbuilder build`, `run` and host applications.
     network: the network flags (mirrors, find-links, CA bundle, proxies, base image); dockerfile: an edited
     Dockerfile to build instead of rendering one; lock: a requirements lock to install exactly, by hash.
-    registry: where to reuse the image from (the content-addressed tag) and push it; None: the user config's
-    `registry`, for reuse only. cache_from/cache_to: registry layer caches; platform: "linux/arm64" (buildx).
+    registry: where to reuse the image from (the content-addressed tag) and push it; None: the `registry`
+    default (envbuilder.defaults), for reuse only. cache_from/cache_to: registry layer caches; platform: "linux/arm64" (buildx).
     """
     from envbuilder.build.image import build_image
     from envbuilder.build.inputs import check_image_tag
-    from envbuilder.render.network import NetworkOptions
     from envbuilder.resolve.plan import ResolveRequest
 
     for name in (tag, *extra_tags):  # before resolving, which may ask an index: a bad tag is known at once
         check_image_tag(name)
-    network = network or NetworkOptions()
-    request = ResolveRequest() if request is None else request
-    if engine is None:
-        from envbuilder.docker.engine import Docker
+    from envbuilder.build.base import pin_base_python
+    from envbuilder.build.labels import build_labels
+    from envbuilder.build.spec import BuildRequestOptions
 
-        engine = Docker(settings.docker_binary)
+    engine = engine or _engine_for(settings)
     spec = read_project(source, ref=ref, settings=settings)
-    network = project_network(spec, network)  # the base image may be the project's default
-    request = pin_base_python(request, network, engine)
+    network = project_network(spec, network)  # the base image (and the registry) may be the project's default
+    request = pin_base_python(ResolveRequest() if request is None else request, network.base_image, engine)
     spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings, network=network,
                               project=spec)
     locked = None
@@ -274,35 +254,20 @@ def build_project(
         from envbuilder.build.lockfile import load_lock
 
         locked = load_lock(lock, plan)
-    if registry is None:
-        from envbuilder.build.registry import RegistryOptions, configured_registry
+    if registry is None and network.registry:
+        from envbuilder.build.registry import RegistryOptions
 
-        configured = configured_registry(settings)
-        registry = RegistryOptions(configured, push=False) if configured else None
+        registry = RegistryOptions(network.registry, push=False)
+    extra = BuildRequestOptions(labels=build_labels(plan, Path(spec.source.path), load_settings_matrix(settings)),
+                                cache_from=tuple(cache_from), cache_to=cache_to, platform=platform,
+                                extra_tags=tuple(extra_tags))
     built = build_image(
         plan, network.render_options(netrc=netrc is not None), project_dir=Path(spec.source.path),
         settings=settings, docker=engine, tag=tag, dockerfile_override=dockerfile, network=network.network,
         proxies=network.proxy_env(), ca_cert=Path(network.ca_cert) if network.ca_cert else None, netrc=netrc,
-        on_line=on_line, force=no_cache, locked=locked, registry=registry,
-        extra=_build_extras(spec, plan, settings, cache_from=cache_from, cache_to=cache_to, platform=platform,
-                            extra_tags=extra_tags),
+        on_line=on_line, force=no_cache, locked=locked, registry=registry, extra=extra,
     )
     return ProjectBuild(spec, plan, built)
-
-
-def _build_extras(project: ProjectSpec, plan: Plan, settings: Settings, *, cache_from: tuple[str, ...],
-                  cache_to: str | None, platform: str | None, extra_tags: tuple[str, ...]) -> BuildRequestOptions:
-    """What a build gets besides its Dockerfile: OCI provenance and target labels, caches, platform, tags."""
-    from envbuilder.build.labels import local_provenance, provenance_labels, target_labels
-    from envbuilder.build.spec import BuildRequestOptions
-
-    if plan.project and plan.project.git_url:
-        source, revision = plan.project.git_url, plan.project.commit
-    else:
-        source, revision = local_provenance(Path(project.source.path))
-    labels = {**provenance_labels(source, revision), **target_labels(plan, load_settings_matrix(settings))}
-    return BuildRequestOptions(labels=labels, cache_from=tuple(cache_from), cache_to=cache_to, platform=platform,
-                               extra_tags=tuple(extra_tags))
 
 
 def login_registry(registry: str, username: str, password: str, *, ca_cert: Path | None = None,
@@ -335,16 +300,6 @@ def inspect_image(ref: str, *, settings: Settings, engine: Engine | None = None,
     matrix = load_settings_matrix(settings)
     target = target_for(host if host is not None else detect_for(flags), flags, matrix)
     return image_fit(ref, info, target, matrix)
-
-
-def pin_base_python(request: ResolveRequest, network: NetworkOptions, engine: Engine) -> ResolveRequest:
-    """With a base image and no Python asked for, the base decides the interpreter: resolve for it rather
-    than fail the image's Python check mid-build. A Python the user asked for is kept."""
-    if not network.base_image or request.python is not None:
-        return request
-    from envbuilder.build.base import base_python
-
-    return request.model_copy(update={"python": base_python(engine, network.base_image)})
 
 
 def project_image(made: ProjectBuild) -> ProjectImage:
@@ -389,19 +344,13 @@ def run_project(
     if image is not None and image.startswith("@"):
         from envbuilder.build.registry import expand_image_ref
 
-        image = expand_image_ref(image, settings)
-    if engine is None:
-        from envbuilder.docker.engine import Docker
-
-        engine = Docker(settings.docker_binary)
-
-    def build(project_source: str, commit: str | None) -> ProjectImage:
-        return project_image(build_project(project_source, ref=commit, flags=flags, request=request, network=network,
-                                           settings=settings, on_line=on_build_line, engine=engine))
-
+        image = expand_image_ref(image, network.registry if network is not None else _machine_registry(settings))
+    engine = engine or _engine_for(settings)
+    build = _image_builder(flags=flags, request=request, network=network, settings=settings, engine=engine,
+                           on_line=on_build_line)
     return run_in_image(source, what, settings=settings, ref=ref, options=options, image=image,
-                        build=build, docker=engine, on_image=on_image, on_line=on_line, on_job=on_job,
-                        on_warning=on_warning, on_start=on_start, on_progress=on_progress, on_pull=on_pull)
+                        build=lambda project_source, commit: build(project_source, commit, flags), docker=engine,
+                        on_image=on_image, on_line=on_line, on_job=on_job, on_warning=on_warning, on_start=on_start, on_progress=on_progress, on_pull=on_pull)
 
 
 def submit_project(
@@ -422,18 +371,15 @@ def submit_project(
     the profile and the job's resources give (the user's machine may have no GPU)."""
     from envbuilder.cluster.submit import submit_job
 
-    if engine is None:
-        from envbuilder.docker.engine import Docker
+    engine = engine or _engine_for(settings)
+    build = _image_builder(flags=None, request=request, network=network, settings=settings, engine=engine,
+                           on_line=on_build_line)
 
-        engine = Docker(settings.docker_binary)
+    def build_for_cluster(project_source: str, commit: str | None, cluster_flags: TargetFlags) -> ProjectImage:
+        return build(project_source, commit, flags if flags is not None and not flags.empty else cluster_flags)
 
-    def build(project_source: str, commit: str | None, cluster_flags: TargetFlags) -> ProjectImage:
-        chosen = flags if flags is not None and not flags.empty else cluster_flags
-        return project_image(build_project(project_source, ref=commit, flags=chosen, request=request, network=network,
-                                           settings=settings, on_line=on_build_line, engine=engine))
-
-    return submit_job(source, what, settings=settings, matrix=load_settings_matrix(settings), ref=ref, build=build,
-                      docker=engine, on_image=on_image)
+    return submit_job(source, what, settings=settings, matrix=load_settings_matrix(settings), ref=ref,
+                      build=build_for_cluster, docker=engine, on_image=on_image)
 
 
 @dataclass(frozen=True)
@@ -467,13 +413,8 @@ def bundle_project(
     """Build SOURCE's image as build_project does (or find it), then write the air-gap bundle of it to `output`:
     the image and its local base, the lock, the wheelhouse and the manifest (see envbuilder.build.bundle)."""
     from envbuilder.build.bundle import write_bundle
-    from envbuilder.render.network import NetworkOptions
 
-    network = network or NetworkOptions()
-    if engine is None:
-        from envbuilder.docker.engine import Docker
-
-        engine = Docker(settings.docker_binary)
+    engine = engine or _engine_for(settings)
     made = build_project(source, ref=ref, flags=flags, request=request, network=network, settings=settings,
                          dockerfile=dockerfile, netrc=netrc, lock=lock, on_line=on_line, engine=engine)
     network = project_network(made.project, network)
@@ -486,35 +427,40 @@ def bundle_project(
 
 def list_project_images(source: str | None, *, settings: Settings, engine: Engine | None = None) -> list[ImageEntry]:
     """The images built from SOURCE's checkout (a folder, or a git URL), newest first; None: every envbuilder image."""
-    from envbuilder.build.images import list_images
+    from envbuilder.build.images import list_images, source_checkout
 
-    return list_images(engine or _engine_for(settings), _checkout_of(source) if source is not None else None)
+    return list_images(engine or _engine_for(settings), source_checkout(source) if source is not None else None)
 
 
 def prune_project_images(source: str | None, *, keep: int = 1, dry_run: bool = False, settings: Settings,
                          engine: Engine | None = None, on_removed: Callable[[ImageEntry], None] | None = None) -> PruneResult:
     """Remove the superseded images of SOURCE's checkout (None: of every checkout), keeping the newest `keep` of
     each, and never an image that a run recorded as running or queued uses (the run store, read only)."""
-    from envbuilder.build.images import list_images, prune_images
+    from envbuilder.build.images import image_ids, prune_images
     from envbuilder.run.store import RunStore
 
     engine = engine or _engine_for(settings)
-    entries = list_images(engine, _checkout_of(source) if source is not None else None)
-    in_use: set[str] = set()
     store = RunStore.from_settings(settings)
-    for status in ("running", "queued"):
-        for record in store.list_runs(limit=None, status=status):
-            info = engine.image_inspect(record.image) if record.image else None
-            if info is not None:
-                in_use.add(info["Id"])
-    return prune_images(engine, entries, keep=keep, in_use=in_use, dry_run=dry_run, on_removed=on_removed)
+    active = [record.image for status in ("running", "queued") for record in store.list_runs(limit=None, status=status)]
+    return prune_images(engine, list_project_images(source, settings=settings, engine=engine), keep=keep,
+                        in_use=image_ids(engine, active), dry_run=dry_run, on_removed=on_removed)
 
 
-def _checkout_of(source: str) -> str:
-    from envbuilder.build.images import project_checkout
-    from envbuilder.project.gitsource import looks_like_git_url, redact
+def _image_builder(*, flags: TargetFlags | None, request: ResolveRequest | None, network: NetworkOptions | None,
+                   settings: Settings, engine: Engine, on_line: Callable[[str], None] | None):
+    """What `run` and `submit` build with when they need the project's image: build_project, kept as ProjectImage."""
+    def build(project_source: str, commit: str | None, chosen: TargetFlags | None) -> ProjectImage:
+        return project_image(build_project(project_source, ref=commit, flags=chosen, request=request, network=network,
+                                           settings=settings, on_line=on_line, engine=engine))
 
-    return project_checkout(source, git_url=redact(source) if looks_like_git_url(source) else None)
+    return build
+
+
+def _machine_registry(settings: Settings) -> str | None:
+    """The `registry` default of the user config and the environment (no project: `run --image` reads none)."""
+    from envbuilder.defaults import machine_defaults
+
+    return machine_defaults(settings.config_paths(), os.environ).value("registry")
 
 
 def _engine_for(settings: Settings) -> Engine:

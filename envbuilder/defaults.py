@@ -19,12 +19,12 @@ Foundation: imports only errors, notices' peers and the standard library; no pyd
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from envbuilder.errors import ProjectError, UsageError
 
@@ -38,6 +38,10 @@ NETWORKS = ("default", "host", "none")
 # Debian/Ubuntu, Red Hat/Fedora, then macOS/Alpine: where each keeps the system's CA bundle.
 HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+INDEX_SCHEMES = ("http", "https", "file")  # what pip and uv read an index or find-links location from
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+# Docker's reference grammar, reduced to what a push target is: [HOST[:PORT]/]PATH, lowercase path components.
+_REPOSITORY = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class DefaultKey:
 
     name: str
     field: str
-    kind: str  # url | urls | links | text | path | network | proxy
+    kind: str  # url | urls | links | text | path | network | proxy | repository
     env: tuple[str, ...]
     help: str
     project: bool = True  # may a project's config set it? (what describes this machine's network may not)
@@ -74,6 +78,10 @@ KEYS: tuple[DefaultKey, ...] = (
                project=False),
     DefaultKey("network", "network", "network", ("ENVBUILDER_NETWORK",),
                "Docker network for builds and runs: default, host or none.", project=False),
+    # Read for reuse only: a build pulls REGISTRY/REPO:<build key> when another machine pushed it; `build --push
+    # REGISTRY/REPO` (the flag) also pushes there, and `run --image @sha256:...` means a digest in it.
+    DefaultKey("registry", "registry", "repository", ("ENVBUILDER_REGISTRY",),
+               "Registry (REGISTRY/REPO) builds are reused from; `build --push` pushes there."),
 )
 BY_NAME = {key.name: key for key in KEYS}
 HOST_CA_KEY, HOST_CA_ENV = "host-ca", "ENVBUILDER_HOST_CA"
@@ -175,16 +183,52 @@ def _value_problem(key: DefaultKey, value: Any) -> str | None:
     for item in items:
         if not isinstance(item, str) or not item.strip():
             return "must be a non-empty string" + (" or a list of them" if key.kind in ("urls", "links") else "")
-        if key.kind in ("url", "urls", "proxy") and not _is_url(item):
+        if key.kind in ("url", "urls") and url_problem(item) is not None:
             return "must be a URL (http://, https:// or file://)"
+        if key.kind == "proxy" and proxy_problem(item) is not None:
+            return proxy_problem(item)
+        if key.kind == "repository" and repository_problem(item) is not None:
+            return repository_problem(item)
         if key.kind == "network" and item not in NETWORKS:
             return "must be one of " + ", ".join(NETWORKS)
     return None
 
 
-def _is_url(text: str) -> bool:
-    parts = urlsplit(text)
-    return parts.scheme in ("http", "https", "file") and bool(parts.netloc or parts.scheme == "file")
+def url_problem(url: str, *, folder_ok: bool = False) -> str | None:
+    """Why `url` cannot be an index or find-links location, or None when it can: the one check for the flags,
+    these layers and the project readers. `folder_ok`: a path without a scheme is a local folder (find-links),
+    not a mistake."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    if match is None and not folder_ok:
+        return "it is not a URL (no scheme://; a local folder is not reachable from the image build)"
+    if not url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
+        return "it is empty or has spaces or control characters"
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    if scheme not in INDEX_SCHEMES:
+        return f"{scheme}:// is not supported (pip and uv read http, https or file URLs)"
+    rest = url[match.end():]
+    if scheme != "file" and not re.match(r"^(?:[^/@]*@)?[A-Za-z0-9._~%\[\]:-]+(?:[/?#]|$)", rest):
+        return "it names no host"
+    return None
+
+
+def proxy_problem(url: str) -> str | None:
+    """Why `url` cannot be a proxy, or None when it can. pip, uv and curl take HOST:PORT as an http proxy; with
+    a scheme, these are the ones they know."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "http"
+    if scheme not in PROXY_SCHEMES or not url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
+        return "must be a proxy URL (http://HOST:PORT, https:// or socks5://)"
+    return None
+
+
+def repository_problem(text: str) -> str | None:
+    """Why `text` cannot be a push target (REGISTRY/REPO, no tag or digest), or None when it can."""
+    name = text.strip().rstrip("/")
+    if "@" in name or ":" in name.rsplit("/", 1)[-1] or not _REPOSITORY.match(name):
+        return "must be REGISTRY/REPO without a tag, e.g. ghcr.io/acme/demo"
+    return None
 
 
 def table_layer(table: Mapping[str, Any], *, name: str, origin: str, base_dir: Path,
@@ -208,6 +252,8 @@ def table_layer(table: Mapping[str, Any], *, name: str, origin: str, base_dir: P
                           for v in ([value] if isinstance(value, str) else value))
         elif key.kind == "urls":
             value = tuple([value] if isinstance(value, str) else value)
+        elif key.kind == "repository":
+            value = value.strip().rstrip("/")
         settings[key_name] = Setting(key_name, value, name, origin)
     return Layer(name, settings)
 
@@ -257,10 +303,14 @@ def user_layer(paths: Iterable[Path], environ: Mapping[str, str]) -> Layer | Non
         if not path.is_file():
             continue
         try:
-            table = tomllib.loads(path.read_text(encoding="utf-8")).get(TABLE)
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise UsageError("defaults-invalid", f"{path} cannot be read as TOML: {exc}",
                              "fix the file (its [defaults] table holds build and network defaults)") from None
+        if "registry" in document:  # where 0.x read it; one key, one place, so that `config show` names it
+            raise UsageError("defaults-invalid", f"{path}: a top-level `registry` is not read",
+                             "move it into the [defaults] table: [defaults] registry = \"REGISTRY/REPO\"")
+        table = document.get(TABLE)
         if table is None:
             return None
         issues = table_issues(table, project=False)
@@ -292,6 +342,8 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
                              f"fix or unset {variable}")
         if key.kind == "path":
             value = _env_path(variable, text, file=True)
+        elif key.kind == "repository":
+            value = text.rstrip("/")
         elif key.kind == "links":
             value = tuple(v if "://" in v else _env_path(variable, v, file=False) for v in value)
         settings[key.name] = Setting(key.name, value, "env", f"${variable}")
@@ -319,6 +371,11 @@ def _env_path(variable: str, value: str, *, file: bool) -> str:
         raise UsageError("defaults-invalid", str(exc), f"fix or unset {variable}") from None
 
 
+def machine_defaults(paths: Iterable[Path], environ: Mapping[str, str]) -> Defaults:
+    """The user config's and the environment's layers merged: every default but the project's and the flags'."""
+    return merge([user_layer(paths, environ), env_layer(environ)])
+
+
 def flag_layer(values: Mapping[str, Any], origins: Mapping[str, str] | None = None,
                cleared: Iterable[str] = ()) -> Layer:
     """The flags given (None and () are "not given"), already checked by the command line parser; origins
@@ -329,3 +386,18 @@ def flag_layer(values: Mapping[str, Any], origins: Mapping[str, str] | None = No
                 for name, value in values.items() if value not in (None, ())}
     settings.update({name: Setting(name, None, "flag", "--no-host-ca") for name in cleared})
     return Layer("flag", settings)
+
+
+@dataclass(frozen=True)
+class EffectiveDefaults:
+    """What `envbuilder config show` prints: every default's value and origin, and the files that were read."""
+
+    defaults: Defaults
+    project_config: str | None  # the project's config file and table; None when it has none
+    user_config: Path | None  # the user config file in use; None when none exists
+    user_config_paths: tuple[Path, ...]  # where it was looked for, first match wins
+
+    def to_json(self) -> dict:
+        return {"project_config": self.project_config, "user_config": str(self.user_config or "") or None,
+                "user_config_paths": [str(p) for p in self.user_config_paths], "values": self.defaults.to_json(),
+                "unset": [key.name for key in KEYS if key.name not in self.defaults.settings]}

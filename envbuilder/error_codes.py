@@ -49,7 +49,7 @@ _ENTRIES = (
         "lock-not-for-scripts": "--lock applies to Dockerfiles; for scripts the lock file is the recipe",
         "index-empty": "the folders given to `index serve` hold no wheels",
         "defaults-invalid": "the user config's [defaults] table or an ENVBUILDER_* variable holds a bad value "
-                            "(unknown key, not a URL, a missing file)",
+                            "(unknown key, not a URL or REGISTRY/REPO, a missing file, a top-level `registry`)",
         "cluster-config-invalid": "the user config's [clusters] profiles are not valid TOML or fail validation",
         "cluster-profile-not-found": "`submit --profile` names no [clusters.NAME] profile in the user config",
         "cluster-engine-mismatch": "--to names another engine than the profile's",
@@ -223,7 +223,6 @@ _ENTRIES = (
     # Registries (#11): push by content hash, reuse, login (envbuilder/build/registry.py).
     *_table(UsageError, {
         "bad-registry": "--push (or a --tag to push, or `login`) names no valid REGISTRY/REPO, tag or host",
-        "registry-config-invalid": "the user config's `registry` is not a REGISTRY/REPO string, or the file is not TOML",
     }),
     *_table(DockerError, {
         "push-failed": "the registry took the push but answered no manifest digest",

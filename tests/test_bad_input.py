@@ -113,13 +113,13 @@ def test_the_corpus_is_unique_and_covers_every_class():
                                  "https://user@mirror.example:8443/pypi/simple", "file:///srv/wheels",
                                  "http://[::1]:3141/root/pypi/+simple/"])
 def test_good_index_urls_pass(url):
-    from envbuilder.project.found import url_problem
+    from envbuilder.defaults import url_problem
 
     assert url_problem(url) is None
 
 
 def test_a_find_links_folder_is_not_a_url_problem():
-    from envbuilder.project.found import url_problem
+    from envbuilder.defaults import url_problem
 
     assert url_problem("wheels/", folder_ok=True) is None
     assert url_problem("wheels/") is not None

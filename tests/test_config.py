@@ -16,8 +16,8 @@ from envbuilder.project.config import (
     check_config,
     config_json_schema,
     load_config,
-    parse_config,
     read_raw_config,
+    typed_config,
 )
 from envbuilder.errors import EnvbuilderError
 
@@ -55,6 +55,11 @@ reference-outputs = "ref_out.npz"
 rtol = 1e-3
 atol = 1e-4
 """
+
+
+def _typed(table):
+    """An envbuilder.toml's table as the loader types it (a host application's form takes this path too)."""
+    return typed_config(RawConfig("envbuilder.toml", "", table))
 
 
 def write(tmp_path, text, name="pyproject.toml"):
@@ -219,17 +224,17 @@ def test_invalid_values_are_refused_with_their_path(table, path, words):
     issues = check_config(RawConfig("envbuilder.toml", "", table))
     assert any(issue.path == path and words in issue.message for issue in issues), issues
     with pytest.raises(EnvbuilderError) as caught:
-        parse_config(table)
+        _typed(table)
     assert caught.value.code == "config-invalid" and path in caught.value.message
 
 
 @pytest.mark.parametrize("size", ["2g", "512m", "1.5G", "64mb", "1gib", 1024])
 def test_docker_sizes(size):
-    assert parse_config({"jobs": {"a": {"command": "x", "shm-size": size}}}).jobs["a"].shm_size
+    assert _typed({"jobs": {"a": {"command": "x", "shm-size": size}}}).jobs["a"].shm_size
 
 
 def test_windows_source_in_mount_string():
-    mount = parse_config({"jobs": {"a": {"command": "x", "mounts": ["C:/data/set:/data:rw"]}}}).jobs["a"].mounts[0]
+    mount = _typed({"jobs": {"a": {"command": "x", "mounts": ["C:/data/set:/data:rw"]}}}).jobs["a"].mounts[0]
     assert (mount.source, mount.target, mount.read_only) == ("C:/data/set", "/data", False)
 
 

@@ -180,6 +180,21 @@ def test_environment_variables_are_a_layer(tmp_path):
         env_layer({"ENVBUILDER_CA_CERT": str(tmp_path / "missing.pem")})
 
 
+def test_urls_and_proxies_are_checked_alike_in_every_layer(cli, project):
+    """One check each (envbuilder.defaults.url_problem, proxy_problem) for flags, variables and config tables:
+    HOST:PORT is an http proxy to pip, uv and curl, so HTTP_PROXY=proxy:3128 is taken from the environment as
+    it is from --http-proxy; an ftp:// index is refused by both."""
+    assert env_layer({"HTTP_PROXY": "proxy:3128"}).settings["http-proxy"].value == "proxy:3128"
+    assert cli("config", "show", str(project), "--http-proxy", "proxy:3128").exit_code == 0
+    with pytest.raises(UsageError, match="must be a proxy URL"):
+        env_layer({"HTTPS_PROXY": "gopher://proxy:70"})
+    assert cli("config", "show", str(project), "--https-proxy", "gopher://proxy:70").exit_code == 2
+    with pytest.raises(UsageError, match="must be a URL"):
+        env_layer({"ENVBUILDER_INDEX_URL": "ftp://mirror/simple"})
+    refused = cli("config", "show", str(project), "--index-url", "ftp://mirror/simple")
+    assert refused.exit_code == 2 and "ftp:// is not supported" in refused.stderr
+
+
 # --- the commands -------------------------------------------------------------------------------------------
 
 

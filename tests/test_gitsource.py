@@ -15,7 +15,6 @@ from envbuilder.project.gitsource import (
     check_git_url,
     fetch_project,
     inspect_source,
-    list_refs,
     redact,
     repo_dir,
 )
@@ -138,16 +137,12 @@ def test_every_git_call_is_hardened(origin, settings, git_log):
     assert calls and all("-c protocol.ext.allow=never" in c and "-c protocol.allow=never" in c for c in calls)
 
 
-def test_list_refs(origin, settings):
-    refs = list_refs(origin["url"], settings)
-    assert set(refs.branches) == {"main", "cuda"} and refs.tags == ("v1.0",) and refs.head == "main"
-
-
 def test_unknown_ref_lists_available_refs(origin, settings):
     with pytest.raises(ProjectError) as err:
         fetch_project(origin["url"], "no-such-branch", settings)
     assert err.value.code == "unknown-git-ref"
     assert "cuda" in err.value.hint and "main" in err.value.hint and "v1.0" in err.value.hint
+    assert sorted(err.value.context["available"][:2]) == ["cuda", "main"] and err.value.context["available"][2] == "v1.0"
 
 
 def test_clone_failure_is_an_error(tmp_path, settings):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.certs import pem_certificates
 from support.fake_engine import FakeEngine
 from test_build_unit import BUILD_LINES, make_plan
 
@@ -16,7 +17,6 @@ from envbuilder.build.labels import image_fit, provenance_labels, target_labels
 from envbuilder.build.registry import (
     RegistryOptions,
     check_repository,
-    configured_registry,
     expand_image_ref,
     push_refs,
     trust_registry_ca,
@@ -107,23 +107,56 @@ def test_no_reuse_builds_even_when_the_registry_has_it(project, tmp_path):
     assert not again.cached and len(second.builds) == 1
 
 
-def test_a_configured_registry_is_read_for_reuse_only(project, tmp_path, monkeypatch):
+def test_the_registry_default_is_read_for_reuse_and_digests(project, tmp_path, monkeypatch):
+    """`registry` is one of the layered defaults: the user config's [defaults], $ENVBUILDER_REGISTRY, shown by
+    `config show`; a build reuses from it without pushing, and `run --image @sha256:` means a digest in it."""
+    from envbuilder.api import effective_defaults
+    from envbuilder.defaults import env_layer, machine_defaults, user_layer
+
     config = tmp_path / "config.toml"
-    config.write_text(f'registry = "{REPO}"\n')
+    config.write_text(f'[defaults]\nregistry = "{REPO}/"\n')
     monkeypatch.setenv("ENVBUILDER_CONFIG", str(config))
-    assert configured_registry(Settings(tmp_path / "h")) == REPO
-    assert expand_image_ref("@sha256:" + "c" * 64, Settings(tmp_path / "h")) == f"{REPO}@sha256:{'c' * 64}"
-    config.write_text('registry = "Not A Repo:tag"\n')
-    with pytest.raises(UsageError) as err:
-        configured_registry(Settings(tmp_path / "h"))
-    assert err.value.code == "bad-registry"
+    settings = Settings(tmp_path / "h")
+    assert machine_defaults(settings.config_paths(), {}).value("registry") == REPO
+    assert env_layer({"ENVBUILDER_REGISTRY": "ghcr.io/acme/x"}).settings["registry"].value == "ghcr.io/acme/x"
+    shown = effective_defaults(None, [user_layer(settings.config_paths(), {})], settings=settings)
+    assert shown.defaults.settings["registry"].origin == str(config)
+    assert expand_image_ref("@sha256:" + "c" * 64, REPO) == f"{REPO}@sha256:{'c' * 64}"
+    config.write_text('[defaults]\nregistry = "Not A Repo:tag"\n')
+    with pytest.raises(UsageError, match="registry: must be REGISTRY/REPO") as err:
+        user_layer(settings.config_paths(), {})
+    assert err.value.code == "defaults-invalid"
+    config.write_text(f'registry = "{REPO}"\n')  # the top level, where it is not read: say where it goes
+    with pytest.raises(UsageError, match="top-level `registry`") as err:
+        user_layer(settings.config_paths(), {})
+    assert "[defaults]" in err.value.hint
 
 
-def test_a_digest_with_no_registry_says_what_to_pass(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENVBUILDER_CONFIG", str(tmp_path / "none.toml"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+def test_a_build_reuses_from_the_registry_default_without_pushing(project, tmp_path):
+    from envbuilder.api import build_project
+    from envbuilder.render.network import NetworkOptions
+    from envbuilder.resolve.plan import ResolveRequest, TargetFlags
+
+    (project / "requirements.txt").write_text("torch\n")
+
+    def made(docker: FakeEngine, home: str, **kwargs):
+        docker.images[BASE]["Config"] = {"Labels": {"org.envbuilder.python": "3.11"}}
+        return build_project(str(project), flags=TargetFlags(os="linux", arch="x86_64", gpu="none"),
+                             request=ResolveRequest(offline=True), settings=Settings(tmp_path / home), engine=docker,
+                             **kwargs)
+
+    first = engine()
+    pushed = made(first, "a", network=NetworkOptions(base_image=BASE), registry=RegistryOptions(REPO))
+    second = engine()
+    second.registry = first.registry
+    reused = made(second, "b", network=NetworkOptions(base_image=BASE, registry=REPO))
+    assert reused.image.reused == pushed.image.pushed[0] and not second.builds
+    assert not any(call[0] == "push" for call in second.calls)  # the default is read for reuse only
+
+
+def test_a_digest_with_no_registry_says_what_to_pass():
     with pytest.raises(UsageError, match="no registry holds it") as err:
-        expand_image_ref("@sha256:" + "c" * 64, Settings(tmp_path / "h"))
+        expand_image_ref("@sha256:" + "c" * 64, None)
     assert "REGISTRY/REPO@sha256" in err.value.hint
 
 
@@ -269,7 +302,7 @@ def test_login_reads_stdin_only_and_keeps_no_password(cli, tmp_path, monkeypatch
 
 def test_trusting_a_registry_ca_writes_certs_d(tmp_path):
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    ca.write_text(pem_certificates(1)[0])
     written = trust_registry_ca("reg.local:5000", ca, certs_d=tmp_path / "certs.d")
     assert written == tmp_path / "certs.d" / "reg.local:5000" / "ca.crt" and written.read_text() == ca.read_text()
     (tmp_path / "junk").write_text("no")

@@ -92,12 +92,10 @@ def test_ca_options_are_alternatives(cli, project, tmp_path):
 
 
 def test_network_options_value():
-    from envbuilder.render import CA_SECRET_ID
     from envbuilder.render.network import NetworkOptions
 
     net = NetworkOptions(ca_cert="/etc/ssl/certs/ca-certificates.crt", https_proxy="http://proxy:3128",
                          index_url="https://m.example.com/simple")
     options = net.render_options(venv="v")
     assert options.ca_cert and options.ca_cert_path == "/etc/ssl/certs/ca-certificates.crt" and options.venv == "v"
-    assert net.build_secrets() == {CA_SECRET_ID: "/etc/ssl/certs/ca-certificates.crt"}
     assert net.proxy_env() == {"HTTPS_PROXY": "http://proxy:3128", "https_proxy": "http://proxy:3128"}

@@ -11,7 +11,7 @@ from envbuilder.resolve.matrix import load_matrix
 from envbuilder.resolve.plan import ResolveRequest, Target
 from envbuilder.project.spec import ProjectSource, ProjectSpec
 from envbuilder.resolve.resolver import resolve
-from envbuilder.index.snapshot import snapshot_folder, snapshot_index
+from envbuilder.index.snapshot import snapshot_index, snapshot_wheelhouse
 from envbuilder.resolve.served import IndexSnapshot, WheelFile, parse_simple_page, parse_wheel_filename, platform_matches
 from envbuilder.index.server import IndexServer
 
@@ -126,8 +126,38 @@ def test_unreachable_index_is_a_clear_error():
     assert info.value.code == "index-unreachable"
 
 
-def test_folder_snapshot(tmp_path):
+def test_wheelhouse_snapshot(tmp_path):
     (tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
     (tmp_path / "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
-    snap = snapshot_folder(tmp_path)
-    assert snap.listed == ("torch",) and snap.files("torch")[0].version == "2.13.0+cpu"
+    snap = snapshot_wheelhouse([tmp_path, "https://wheels.example/"])
+    assert snap.listed == ("torch",) and snap.files("torch")[0].version == "2.13.0+cpu" and snap.find_links
+    (tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").unlink()
+    assert snapshot_wheelhouse([tmp_path]) is None  # no torch there: torch comes from its index, unconstrained
+
+
+def test_a_find_links_wheelhouse_limits_the_plan_and_refuses_a_python_it_lacks(tmp_path):
+    """--find-links DIR with torch wheels is read before resolving, like a --torch-index-url mirror: the plan picks
+    the Python and build the folder holds, keeps the flavour's index, and a Python it lacks is refused at once."""
+    from envbuilder.api import plan_project
+    from envbuilder.render.network import NetworkOptions
+    from envbuilder.resolve.plan import TargetFlags
+    from envbuilder.settings import Settings
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "torch-2.13.0+cpu-cp310-cp310-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    source = tmp_path / "proj"
+    source.mkdir()
+    (source / "requirements.txt").write_text("torch\n")
+    flags = TargetFlags(os="linux", arch="x86_64", gpu="none")
+    network = NetworkOptions(find_links=(str(wheels),))
+    settings = Settings(tmp_path / "home")
+    _, plan = plan_project(str(source), flags=flags, request=ResolveRequest(offline=True), network=network,
+                           settings=settings)
+    assert (plan.torch.local, plan.python) == ("2.13.0+cpu", "3.10")
+    assert plan.torch.index_url == MATRIX.index_url("cpu")  # a folder is no index
+    with pytest.raises(ResolveConflict) as err:
+        plan_project(str(source), flags=flags, request=ResolveRequest(offline=True, python="3.12"), network=network,
+                     settings=settings)
+    assert err.value.code == "index-has-no-fit" and "Python 3.10 only" in err.value.message
+    assert str(wheels) in err.value.message

@@ -16,11 +16,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuilder.docker.engine import Engine
 from envbuilder.errors import DockerError, EnvbuilderError
 from envbuilder.proc import run_command
 from envbuilder.imagelayout import LABEL_BASE, LABEL_PROBE, LABEL_PYTHON
+
+if TYPE_CHECKING:
+    from envbuilder.resolve.plan import ResolveRequest
 
 DEFAULT_SUITE = "bookworm"
 # Debian release -> the python3 it ships (packages.debian.org: python3-defaults).
@@ -140,6 +144,14 @@ def base_python(docker: Engine, image: str) -> str:
         if key == "PYTHON_VERSION" and re.match(r"\d+\.\d+", value):  # the python:X.Y images set it
             return ".".join(value.split(".")[:2])
     return _ask_python(docker, image)
+
+
+def pin_base_python(request: ResolveRequest, base_image: str | None, docker: Engine) -> ResolveRequest:
+    """With a base image and no Python asked for, the base decides the interpreter: resolve for it rather
+    than fail the image's Python check mid-build. A Python the user asked for is kept."""
+    if not base_image or request.python is not None:
+        return request
+    return request.model_copy(update={"python": base_python(docker, base_image)})
 
 
 def _ask_python(docker: Engine, image: str) -> str:

@@ -90,6 +90,19 @@ def project_checkout(path: str | Path, git_url: str | None = None) -> str:
     return checkout_digest(checkout_identity(str(folder.resolve())))
 
 
+def source_checkout(source: str) -> str:
+    """The checkout digest of SOURCE as the CLI names it: a folder, or a git URL (its credentials left out)."""
+    from envbuilder.project.gitsource import looks_like_git_url, redact
+
+    return project_checkout(source, git_url=redact(source) if looks_like_git_url(source) else None)
+
+
+def image_ids(docker: Engine, refs: Iterable[str]) -> set[str]:
+    """The ids of the images `refs` name that are here (what prune_images' in_use takes)."""
+    found = (docker.image_inspect(ref) for ref in refs if ref)
+    return {info["Id"] for info in found if info is not None}
+
+
 def list_images(docker: Engine, checkout: str | None = None) -> list[ImageEntry]:
     """The images of one checkout (None: of every checkout), newest first."""
     summaries = docker.images_labelled(LABEL_CHECKOUT, checkout) if checkout else docker.images_labelled(LABEL_BUILD_KEY)

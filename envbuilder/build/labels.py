@@ -75,6 +75,16 @@ def target_labels(plan: Plan, matrix: Matrix) -> dict[str, str]:
     return labels
 
 
+def build_labels(plan: Plan, project_dir: Path, matrix: Matrix) -> dict[str, str]:
+    """Every label a build is given beyond its Dockerfile's: OCI provenance (the git URL and commit the plan
+    records, else the local checkout's) and the resolved target."""
+    if plan.project and plan.project.git_url:
+        source, revision = plan.project.git_url, plan.project.commit
+    else:
+        source, revision = local_provenance(project_dir)
+    return {**provenance_labels(source, revision), **target_labels(plan, matrix)}
+
+
 def local_provenance(project_dir: Path) -> tuple[str | None, str | None]:
     """(origin URL, HEAD commit) of a local git checkout, or Nones: what `source` and `revision` say."""
     from envbuilder.proc import run_command

@@ -82,7 +82,3 @@ class BuildProgress:
     @property
     def steps(self) -> tuple[BuildStep, ...]:
         return tuple(self._steps[n] for n in sorted(self._steps))
-
-    def step_titled(self, needle: str) -> BuildStep | None:
-        """The first step whose title contains `needle` (e.g. "torch==")."""
-        return next((s for s in self.steps if needle in s.title), None)

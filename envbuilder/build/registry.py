@@ -1,5 +1,5 @@
 """Registries: push a build under its content-addressed tag, reuse the image another machine pushed under it,
-the registry a user's config names, and `login`.
+a digest in the `registry` default (envbuilder.defaults), and `login`.
 
 The content-addressed tag is `REGISTRY/REPO:<key[:16]>` (build/key.py): every machine that computes the same
 plan over the same files computes the same tag, so before building, `build --push` asks the registry whether
@@ -21,18 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from envbuilder.build.inputs import check_ca_bundle
 from envbuilder.build.key import KEY_TAG_LENGTH
+from envbuilder.defaults import repository_problem
 from envbuilder.errors import DockerError, EnvbuilderError, UsageError
-from envbuilder.settings import Settings
 
 if TYPE_CHECKING:
     from envbuilder.docker.engine import Engine
 
 # dockerd trusts a registry's private CA from this folder, read at each connection (no restart needed).
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
-CONFIG_KEY = "registry"
-# Docker's reference grammar, reduced to what a push target is: [HOST[:PORT]/]PATH, lowercase path components.
-_REPOSITORY = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -56,11 +54,10 @@ class Pushed:
 
 def check_repository(repository: str, *, option: str = "--push") -> str:
     """REGISTRY/REPO as given, or a UsageError (bad-registry) saying what a push target looks like."""
-    text = repository.strip().rstrip("/")
-    if "@" in text or ":" in text.rsplit("/", 1)[-1] or not _REPOSITORY.match(text):
+    if repository_problem(repository):
         raise UsageError("bad-registry", f"{option} {repository!r} is not a repository",
                          f"pass REGISTRY/REPO without a tag, e.g. {option} ghcr.io/acme/demo or 127.0.0.1:5000/demo")
-    return text
+    return repository.strip().rstrip("/")
 
 
 def content_ref(repository: str, key: str) -> str:
@@ -82,37 +79,17 @@ def push_refs(options: RegistryOptions, key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(refs))
 
 
-def configured_registry(settings: Settings) -> str | None:
-    """The `registry = "REGISTRY/REPO"` of the user's config (Settings.config_paths, first file found), if any."""
-    import tomllib
-
-    for path in settings.config_paths():
-        if not path.is_file():
-            continue
-        try:
-            value = tomllib.loads(path.read_text(encoding="utf-8")).get(CONFIG_KEY)
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError("registry-config-invalid", f"{path}: {exc}", "fix the file, or move it aside") from None
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise UsageError("registry-config-invalid", f"{path}: {CONFIG_KEY} must be a string REGISTRY/REPO",
-                             f'write {CONFIG_KEY} = "ghcr.io/acme/demo"')
-        return check_repository(value, option=f"{path}: {CONFIG_KEY} =")
-    return None
-
-
-def expand_image_ref(ref: str, settings: Settings) -> str:
-    """`run --image @sha256:...`: the digest in the user config's registry (REGISTRY/REPO@sha256:...); any other
-    reference as it is."""
+def expand_image_ref(ref: str, repository: str | None) -> str:
+    """`run --image @sha256:...`: the digest in `repository`, the `registry` default (REGISTRY/REPO@sha256:...);
+    any other reference as it is."""
     if not ref.startswith("@"):
         return ref
     if not re.fullmatch(r"@sha256:[0-9a-f]{64}", ref):
         raise UsageError("bad-registry", f"--image {ref} is not a digest", "pass @sha256:<64 hex digits>")
-    repository = configured_registry(settings)
     if repository is None:
         raise UsageError("bad-registry", f"--image {ref} names a digest but no registry holds it",
-                         f"pass REGISTRY/REPO{ref}, or set {CONFIG_KEY} = \"REGISTRY/REPO\" in the user config")
+                         f"pass REGISTRY/REPO{ref}, or set registry = \"REGISTRY/REPO\" in the user config's "
+                         "[defaults] (or $ENVBUILDER_REGISTRY)")
     return repository + ref
 
 
@@ -181,10 +158,7 @@ def login(docker: Engine, registry: str, username: str, password: str, *, ca_cer
 
 def trust_registry_ca(host: str, ca_cert: Path, certs_d: Path = DOCKER_CERTS_D) -> Path:
     """Install ca_cert as the CA the engine trusts for host (certs.d/HOST/ca.crt); the file written."""
-    source = Path(ca_cert)
-    if not source.is_file() or b"BEGIN CERTIFICATE" not in source.read_bytes():
-        raise EnvbuilderError("ca-cert-missing", f"{ca_cert} is not a PEM certificate file",
-                              "pass the registry's CA certificate (PEM) to --ca-cert")
+    source = check_ca_bundle(ca_cert)
     target = certs_d / host / "ca.crt"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +170,6 @@ def trust_registry_ca(host: str, ca_cert: Path, certs_d: Path = DOCKER_CERTS_D) 
     return target
 
 
-__all__ = ["Pushed", "RegistryOptions", "check_repository", "configured_registry", "content_ref", "expand_image_ref",
+__all__ = ["Pushed", "RegistryOptions", "check_repository", "content_ref", "expand_image_ref",
            "find_in_registry",
            "login", "pull_reused", "push_image", "push_refs", "registry_errors", "trust_registry_ca"]

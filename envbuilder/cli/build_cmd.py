@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from envbuilder.cli.netopts import network_options
-from envbuilder.cli.options import target_options
+from envbuilder.cli.options import image_input_options, target_options
 from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be_terminal
 
 
@@ -35,12 +35,7 @@ from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be
                    "pushed with the image as REF).")
 @click.option("--platform", metavar="OS/ARCH",
               help="Build for another platform (linux/arm64, linux/amd64; needs buildx): resolves for its arch.")
-@click.option("--dockerfile", "dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              metavar="FILE", help="Build FILE (a rendered Dockerfile you edited) instead of rendering one.")
-@click.option("--netrc", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
-              help="Index credentials (.netrc) for the build, passed as a BuildKit secret.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
-              help="Install exactly this lock (`envbuilder lock --format requirements`), by hash.")
+@image_input_options
 @click.option("--no-cache", is_flag=True, help="Rebuild every step, even when an image with this key exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context

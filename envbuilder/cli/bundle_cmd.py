@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from envbuilder.cli.netopts import network_options
-from envbuilder.cli.options import target_options
+from envbuilder.cli.options import image_input_options, target_options
 from envbuilder.cli.output import emit_json, settings_of
 
 
@@ -23,12 +23,7 @@ from envbuilder.cli.output import emit_json, settings_of
 @click.option("--ref", help="Branch, tag or commit when SOURCE is a git URL.")
 @target_options
 @network_options
-@click.option("--dockerfile", "dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              metavar="FILE", help="Bundle the image of FILE (a rendered Dockerfile you edited), as `build` makes it.")
-@click.option("--netrc", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
-              help="Index credentials (.netrc) for the build, passed as a BuildKit secret.")
-@click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
-              help="The lock the image is built with (as `build --lock`); it becomes the bundle's lock.")
+@image_input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def bundle(ctx: click.Context, source: str, output: Path, ref: str | None, flags, request, network,
@@ -41,10 +36,10 @@ def bundle(ctx: click.Context, source: str, output: Path, ref: str | None, flags
     --lock flags as `build` select the same image (built first when missing).
     """
     from envbuilder.api import bundle_project
-    from envbuilder.cli.build_cmd import _progress
+    from envbuilder.cli.build_cmd import build_progress
 
     verbose = bool(ctx.find_root().obj.get("verbose"))
-    with _progress(verbose) as on_line:
+    with build_progress(verbose) as on_line:
         done = bundle_project(source, output=output, ref=ref, flags=flags, request=request, network=network,
                               settings=settings_of(ctx), dockerfile=dockerfile, netrc=netrc, lock=lock_file,
                               on_line=on_line, on_step=_note)

@@ -60,59 +60,57 @@ def _python_for(requires_python: str | None) -> str:
 def _describe(spec, family: dict, evaluated: dict | None) -> list[str]:
     src = spec.source
     where = f"{src.git_url} @ {src.ref or 'default branch'} ({(src.commit or '')[:12]})" if src.git_url else src.path
-    lines = [
-        f"project:         {spec.name or '(unnamed)'}",
-        f"source:          {where}",
-        f"formats:         {', '.join(spec.formats) or 'none recognised'}",
-        f"files:           {', '.join(spec.files) or '-'}",
-        f"requires-python: {spec.requires_python or 'not declared'}",
-        f"import roots:    {', '.join(spec.import_roots)}",
-    ]
-    if spec.system_packages:
-        lines.append(f"system packages: {', '.join(spec.system_packages)}")
-    if spec.locked_by:
-        lines.append(f"locked by:       {spec.locked_by} (its pins replace the declared ranges)")
-    if spec.build_requires_torch:
-        lines.append(f"build needs:     torch ({spec.build_requires_torch})")
-    lines.append("torch family:")
-    if not family:
-        lines.append("  (none declared)")
-    for name, entry in family.items():
-        reqs = entry["requirements"] or ["(only through extras)" if entry["extras"] else "(constraints only)"]
-        lines.append(f"  {name}: {reqs[0]}")
-        lines += [f"  {' ' * len(name)}  {text}" for text in reqs[1:]]
-        for extra, texts in entry["extras"].items():
-            lines += [f"    extra {extra}: {text}" for text in texts]
-        for text in entry["constraints"]:
-            lines.append(f"    constraint: {text}")
-        if entry["indexes"]:
-            lines.append(f"    from index: {', '.join(entry['indexes'])}")
-    lines.append(f"requirements:    {len(spec.requirements)}" + (f" (+{len(spec.constraints)} constraints)" if spec.constraints else ""))
+    fields = (
+        ("project", spec.name or "(unnamed)"), ("source", where),
+        ("formats", ", ".join(spec.formats) or "none recognised"), ("files", ", ".join(spec.files) or "-"),
+        ("requires-python", spec.requires_python or "not declared"), ("import roots", ", ".join(spec.import_roots)),
+        ("system packages", ", ".join(spec.system_packages)),
+        ("locked by", spec.locked_by and f"{spec.locked_by} (its pins replace the declared ranges)"),
+        ("build needs", spec.build_requires_torch and f"torch ({spec.build_requires_torch})"),
+    )
+    lines = [f"{label + ':':<17}{value}" for label, value in fields if value]  # the optional ones only when set
+    lines += _family_lines(family)
+    constraints = f" (+{len(spec.constraints)} constraints)" if spec.constraints else ""
+    lines.append(f"requirements:    {len(spec.requirements)}{constraints}")
     if spec.optional:
         lines.append("extras:")
-        for extra, texts in spec.optional.items():
-            adds = " | ".join(texts) or "(nothing)"
-            lines.append(f"  {extra}: {adds}")
+        lines += [f"  {extra}: {' | '.join(texts) or '(nothing)'}" for extra, texts in spec.optional.items()]
     if spec.indexes:
         lines.append("indexes:")
-        for index in spec.indexes:
-            label = f"{index.name} " if index.name else ""
-            scope = f" for {', '.join(index.packages)}" if index.packages else ""
-            scope += " only" if index.explicit and index.packages else (" (explicit)" if index.explicit else "")
-            when = f" when {index.marker}" if index.marker else ""
-            lines.append(f"  {label}{index.url} [{index.kind}]{scope}{when}  ({index.origin})")
+        lines += [_index_line(index) for index in spec.indexes]
     if evaluated is not None:
-        tag = f"{evaluated['os']}/{evaluated['arch']}, Python {evaluated['python']}"
-        if evaluated["extras"]:
-            tag += f", extras {', '.join(evaluated['extras'])}"
-        lines.append(f"for {tag}:")
-        for text in evaluated["requirements"] or ["(no requirements)"]:
-            lines.append(f"  {text}")
-        for text in evaluated["constraints"]:
-            lines.append(f"  constraint {text}")
-        for index in evaluated["indexes"]:
-            lines.append(f"  index {index['name'] or index['url']}")
+        lines += _evaluated_lines(evaluated)
     if spec.notes:
         lines.append("notes:")
         lines += [f"  - {note}" for note in spec.notes]
     return lines
+
+
+def _family_lines(family: dict) -> list[str]:
+    lines = ["torch family:"] + ([] if family else ["  (none declared)"])
+    for name, entry in family.items():
+        reqs = entry["requirements"] or ["(only through extras)" if entry["extras"] else "(constraints only)"]
+        lines.append(f"  {name}: {reqs[0]}")
+        lines += [f"  {' ' * len(name)}  {text}" for text in reqs[1:]]
+        lines += [f"    extra {extra}: {text}" for extra, texts in entry["extras"].items() for text in texts]
+        lines += [f"    constraint: {text}" for text in entry["constraints"]]
+        if entry["indexes"]:
+            lines.append(f"    from index: {', '.join(entry['indexes'])}")
+    return lines
+
+
+def _index_line(index) -> str:
+    label = f"{index.name} " if index.name else ""
+    scope = f" for {', '.join(index.packages)}" if index.packages else ""
+    scope += " only" if index.explicit and index.packages else (" (explicit)" if index.explicit else "")
+    when = f" when {index.marker}" if index.marker else ""
+    return f"  {label}{index.url} [{index.kind}]{scope}{when}  ({index.origin})"
+
+
+def _evaluated_lines(evaluated: dict) -> list[str]:
+    tag = f"{evaluated['os']}/{evaluated['arch']}, Python {evaluated['python']}"
+    if evaluated["extras"]:
+        tag += f", extras {', '.join(evaluated['extras'])}"
+    return [f"for {tag}:", *(f"  {text}" for text in evaluated["requirements"] or ["(no requirements)"]),
+            *(f"  constraint {text}" for text in evaluated["constraints"]),
+            *(f"  index {index['name'] or index['url']}" for index in evaluated["indexes"])]

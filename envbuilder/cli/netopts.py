@@ -25,9 +25,12 @@ from envbuilder.defaults import (
     env_layer,
     flag_layer,
     merge,
+    proxy_problem,
+    url_problem,
     user_layer,
 )
 from envbuilder.defaults import host_ca_bundle as _host_ca
+from envbuilder.errors import UsageError
 
 if TYPE_CHECKING:
     from envbuilder.render.network import NetworkOptions
@@ -51,30 +54,29 @@ def _find_link(value: str) -> str:
 def _checked_flags(index_url: str | None, extra_index_urls: tuple[str, ...], torch_index_url: str | None,
                    find_links: tuple[str, ...], ca_cert: str | None, proxies: dict[str, str | None]) -> None:
     """Refuse, in one line each, a URL flag pip and uv cannot fetch from and a --ca-cert that is not PEM, before
-    anything is resolved or built (the other layers are checked by envbuilder.defaults)."""
-    from envbuilder.build.inputs import check_ca_bundle
-    from envbuilder.errors import UsageError
-    from envbuilder.project.found import url_problem
-    from envbuilder.redact import redact_url
-
+    anything is resolved or built (the other layers are checked by envbuilder.defaults, with the same checks).
+    Imports are deferred to the flags given: `run --image` passes none and must stay cheap."""
     urls = [("--index-url", index_url), ("--torch-index-url", torch_index_url),
             *(("--extra-index-url", u) for u in extra_index_urls), *(("--find-links", u) for u in find_links if "://" in u)]
     for option, url in urls:
         problem = url_problem(url) if url is not None else None
         if problem:
-            raise UsageError("url-invalid", f"{option} {redact_url(url)!r}: {problem}",
+            raise UsageError("url-invalid", f"{option} {_redact(url)!r}: {problem}",
                              f"pass an http(s) URL, e.g. {option} https://mirror.example/simple")
     for option, url in proxies.items():
-        # pip, uv and curl take host:port as an http proxy; with a scheme, these are the ones they know.
-        scheme = url.split("://", 1)[0].lower() if url and "://" in url else "http"
-        if url and (scheme not in _PROXY_SCHEMES or any(c.isspace() or ord(c) < 32 for c in url)):
-            raise UsageError("url-invalid", f"{option} {redact_url(url)!r} is not a proxy URL",
+        if url and proxy_problem(url):
+            raise UsageError("url-invalid", f"{option} {_redact(url)!r} is not a proxy URL",
                              "pass http://HOST:PORT (or https://, socks5://)")
     if ca_cert:
+        from envbuilder.build.inputs import check_ca_bundle  # loads ssl
+
         check_ca_bundle(ca_cert)
 
 
-_PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+def _redact(url: str) -> str:
+    from envbuilder.redact import redact_url
+
+    return redact_url(url)
 
 
 def _network_option_decorators(f):

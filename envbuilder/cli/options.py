@@ -1,4 +1,5 @@
-"""Shared CLI options: target flags (replace detection) and resolver request flags.
+"""Shared CLI options: target flags (replace detection), resolver request flags, and the image inputs
+(--dockerfile, --netrc, --lock) that `build` and `bundle` share.
 
 envbuilder.resolve.plan (pydantic models) is imported when the values are built, not when a command module loads:
 `run --image` never builds them (`deferred_target_options`), and importing pydantic is ~0.1 s of its start-up.
@@ -7,6 +8,7 @@ envbuilder.resolve.plan (pydantic models) is imported when the values are built,
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import click
 
@@ -69,3 +71,13 @@ def deferred_target_options(f):
         return f(*args, target=build_target, **kwargs)
 
     return _target_option_decorators(deferred)
+
+
+def image_input_options(f):
+    """--dockerfile, --netrc and --lock: what `build` and `bundle` take besides the plan to make the same image."""
+    f = click.option("--lock", "lock_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+                     help="Install exactly this lock (`envbuilder lock --format requirements`), by hash.")(f)
+    f = click.option("--netrc", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+                     help="Index credentials (.netrc) for the build, passed as a BuildKit secret.")(f)
+    return click.option("--dockerfile", "dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        metavar="FILE", help="Build FILE (a rendered Dockerfile you edited) instead of rendering one.")(f)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from envbuilder.errors import EnvbuilderError
@@ -42,10 +43,17 @@ def snapshot_index(url: str, *, packages: tuple[str, ...] = TORCH_PACKAGES, time
     return IndexSnapshot(url=url, listed=tuple(listed), wheels=tuple(wheels))
 
 
-def snapshot_folder(folder: Path, *, packages: tuple[str, ...] = TORCH_PACKAGES) -> IndexSnapshot:
-    """A wheelhouse folder (--find-links DIR) as a snapshot."""
-    wheels = [w for p in sorted(folder.glob("*.whl")) if (w := parse_wheel_filename(p.name)) and w.name in packages]
-    return IndexSnapshot(url=str(folder), listed=tuple(sorted({w.name for w in wheels})), wheels=tuple(wheels))
+def snapshot_wheelhouse(folders: Iterable[str | Path], *,
+                        packages: tuple[str, ...] = TORCH_PACKAGES) -> IndexSnapshot | None:
+    """The torch-family wheels of --find-links folders, as one snapshot; None when they hold no torch wheel (the
+    folders then only add other packages, and torch comes from its index). URLs among them are left out."""
+    paths = [Path(f) for f in folders if "://" not in str(f)]
+    wheels = [w for folder in paths for p in sorted(folder.glob("*.whl"))
+              if (w := parse_wheel_filename(p.name)) and w.name in packages]
+    if not any(w.name == "torch" for w in wheels):
+        return None
+    return IndexSnapshot(url=", ".join(str(p) for p in paths), listed=tuple(sorted({w.name for w in wheels})),
+                         wheels=tuple(wheels), find_links=True)
 
 
 def _unreachable(url: str, why: str) -> EnvbuilderError:

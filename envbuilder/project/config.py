@@ -6,7 +6,8 @@ spec takes its system packages from here, so `render`, `resolve` and `run` accep
 
     read_raw_config()  -> RawConfig        the TOML table as written; every key optional
     check_config()     -> [ConfigIssue]    every problem with its field path; mutates nothing
-    load_config()      -> ProjectConfig    typed, frozen; raises `config-invalid` listing every issue
+    typed_config()     -> ProjectConfig    typed, frozen; raises `config-invalid` listing every issue
+    load_config()                          the three stages on a project folder
 
 The models are also the contract host applications render forms from (`config_json_schema()`), so
 keys are kebab-case in TOML and in the schema (snake_case is accepted too), and every field has a
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from envbuilder.defaults import KEYS as DEFAULT_KEYS, table_issues as defaults_issues
+from envbuilder.defaults import KEYS as DEFAULT_KEYS, Layer, project_layer, table_issues as defaults_issues
 from envbuilder.errors import ProjectError
 from envbuilder.notices import Notice
 from envbuilder.values import Value
@@ -318,17 +319,25 @@ def _message(error: Mapping[str, Any]) -> str:
     return message
 
 
-def parse_config(table: Mapping[str, Any], *, file: str | None = ENVBUILDER_TOML, prefix: str = "") -> ProjectConfig:
-    """Validate an already-read table (a host application's form, say) into a ProjectConfig."""
-    return _typed(RawConfig(file, prefix, table))
-
-
 def load_config(project_dir: Path) -> ProjectConfig:
-    """Stage 3: the project's typed, frozen config; raises `config-invalid` listing every problem."""
-    return _typed(read_raw_config(project_dir))
+    """Stages 1 to 3: the project's typed, frozen config; raises `config-invalid` listing every problem."""
+    return typed_config(read_raw_config(project_dir))
 
 
-def _typed(raw: RawConfig) -> ProjectConfig:
+def defaults_layer(project_dir: Path) -> tuple[Layer | None, str | None]:
+    """The project's [defaults] as the lowest layer of envbuilder.defaults, and where it is written (the file
+    and table, for `config show`); (None, None) when the project has no config."""
+    config = load_config(project_dir)
+    if config.source is None:
+        return None, None
+    table = f"[{TABLE_PREFIX}.defaults]" if config.source == PYPROJECT else "[defaults]"
+    where = f"{project_dir.resolve() / config.source} {table}"
+    return project_layer(config.defaults, project_dir, where), where
+
+
+def typed_config(raw: RawConfig) -> ProjectConfig:
+    """Stage 3: a read table (RawConfig: a file's, or a host application's form) as a ProjectConfig; raises
+    `config-invalid` listing every problem check_config finds."""
     config, issues = _validate(raw)
     if config is not None:
         return config

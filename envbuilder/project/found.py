@@ -133,30 +133,6 @@ def decode_utf8(data: bytes, origin: str) -> str:
                            context={"file": origin, "line": line}) from None
 
 
-# Where installers fetch packages from: pip and uv read indexes and find-links over http(s) or from file://
-# URLs (and find-links from local folders); anything else (ftp://, a typo with a space) fails only mid-build.
-INDEX_SCHEMES = ("http", "https", "file")
-
-
-def url_problem(url: str, *, folder_ok: bool = False) -> str | None:
-    """Why `url` cannot be an index or find-links location, or None when it can. `folder_ok`: a path
-    without a scheme is a local folder (find-links), not a mistake."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
-    if match is None and not folder_ok:
-        return "it is not a URL (no scheme://; a local folder is not reachable from the image build)"
-    if not url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
-        return "it is empty or has spaces or control characters"
-    if match is None:
-        return None
-    scheme = match.group(1).lower()
-    if scheme not in INDEX_SCHEMES:
-        return f"{scheme}:// is not supported (pip and uv read http, https or file URLs)"
-    rest = url[match.end():]
-    if scheme != "file" and not re.match(r"^(?:[^/@]*@)?[A-Za-z0-9._~%\[\]:-]+(?:[/?#]|$)", rest):
-        return "it names no host"
-    return None
-
-
 def wrong_type(where: str, field_name: str, expected: str, value: Any, example: str, origin: str) -> ProjectError:
     """The error for a metadata field of the wrong type (`dependencies = "torch"`), naming the file and line."""
     got = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",

@@ -10,7 +10,7 @@ A URL and a ref are user input that ends up on git's command line, so both are c
 A token or password in an http(s) URL never reaches the cache: git is given the URL without it, and the
 credentials as an Authorization header scoped to that host, through its environment (GIT_CONFIG_COUNT, not
 `-c`, which other users can read in the process list). The cache is keyed by the URL without credentials, so a
-new token reuses the clone. Must not import docker.
+new token reuses the clone. Must not import docker, nor pydantic at import time.
 """
 
 from __future__ import annotations
@@ -23,15 +23,18 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from envbuilder.redact import redact_url, split_credentials
 from envbuilder.errors import ProjectError
 from envbuilder.proc import CommandResult, run_command
-from envbuilder.project.inspect import inspect_project
-from envbuilder.project.spec import ProjectSource, ProjectSpec
 from envbuilder.settings import private_dir
-from envbuilder.values import Value
+
+# The values (pydantic) and the readers are imported where a project is fetched or read: `run --image` asks
+# looks_like_git_url of a local folder and must not load them (tests/test_execute_docker.py).
+if TYPE_CHECKING:
+    from envbuilder.project.spec import ProjectSource, ProjectSpec
 
 _SCHEMES = ("https", "http", "ssh", "git", "file")
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._~+-]+)@(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(?P<path>[^/].*|/.*)$")
@@ -43,14 +46,6 @@ _GIT_CONFIG = ("protocol.allow=never", "protocol.https.allow=always", "protocol.
                "protocol.ext.allow=never")
 CLONE_TIMEOUT = 900.0
 GIT_TIMEOUT = 120.0
-
-
-class GitRefs(Value):
-    """Branches and tags of a cached repository, and the branch its HEAD names."""
-
-    branches: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    head: str | None = None
 
 
 def looks_like_git_url(text: str) -> bool:
@@ -125,12 +120,6 @@ def repo_dir(url: str, settings) -> Path:
     return settings.git_cache / "repos" / f"{_url_key(url)}.git"
 
 
-def list_refs(url: str, settings, *, update: bool = True) -> GitRefs:
-    """Branches and tags of the repository at url (cloned or fetched into the cache first)."""
-    remote = _Remote.of(_canonical(check_git_url(url)))
-    return _refs(_ensure_repo(remote, settings, update=update))
-
-
 def fetch_project(url: str, ref: str | None, settings, *, update: bool = True) -> ProjectSource:
     """Clone or fetch url into the cache, resolve ref (None: the default branch) and export that commit's tree.
 
@@ -151,14 +140,15 @@ def fetch_project(url: str, ref: str | None, settings, *, update: bool = True) -
         _git(["fetch", "--quiet", "origin", ref], git_dir=git_dir, timeout=CLONE_TIMEOUT, remote=remote)
         commit = _resolve(git_dir, ref)
     if commit is None:
-        refs = _refs(git_dir)
-        known = [*refs.branches, *refs.tags]
+        known = _known_refs(git_dir)
         shown = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
         raise ProjectError("unknown-git-ref", f"{redact(url)} has no branch, tag or commit {ref or 'HEAD'!r}",
                            f"available refs: {shown}" if known else "the repository has no branches or tags",
                            context={"url": redact(url), "ref": ref, "available": known[:50]})
     checkout = _export(git_dir, commit, settings.git_cache / "checkouts" / _url_key(url)[:16] / commit,
                        root=settings.data_dir)
+    from envbuilder.project.spec import ProjectSource
+
     # The record (and so plans, image labels, run records) never keeps a token from the URL.
     return ProjectSource(path=str(checkout), git_url=redact(url), ref=ref, commit=commit)
 
@@ -168,6 +158,8 @@ def inspect_source(path_or_url: str, ref: str | None, settings) -> ProjectSpec:
 
     A local folder with --ref is read from its git history at that ref (through the cache), not its work tree.
     """
+    from envbuilder.project.inspect import inspect_project
+
     local = Path(path_or_url).expanduser()
     if looks_like_git_url(path_or_url) or (ref is not None and local.is_dir()):
         url = path_or_url if looks_like_git_url(path_or_url) else str(local.resolve())
@@ -254,11 +246,7 @@ def _ensure_repo(remote: _Remote, settings, *, update: bool) -> Path:
             raise ProjectError("git-clone-failed", f"git clone {redact(url)} failed: {_last_line(result)}",
                                "check the URL and that you can read the repository (ssh keys, tokens)",
                                context={"url": redact(url), "output": result.tail(10)})
-        try:
-            os.rename(tmp / "repo.git", git_dir)
-        except OSError:
-            if not git_dir.exists():
-                raise
+        _move_into_place(tmp / "repo.git", git_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return git_dir
@@ -284,15 +272,12 @@ def _resolve(git_dir: Path, ref: str) -> str | None:
     return None
 
 
-def _refs(git_dir: Path) -> GitRefs:
+def _known_refs(git_dir: Path) -> list[str]:
+    """The cached repository's branches, then its tags: what an unknown ref's error offers instead."""
     result = _git(["for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags"], git_dir=git_dir)
     names = result.stdout.split() if result.ok else []
-    head = _git(["symbolic-ref", "--quiet", "--short", "HEAD"], git_dir=git_dir)
-    return GitRefs(
-        branches=tuple(n.removeprefix("refs/heads/") for n in names if n.startswith("refs/heads/")),
-        tags=tuple(n.removeprefix("refs/tags/") for n in names if n.startswith("refs/tags/")),
-        head=head.stdout.strip() or None if head.ok else None,
-    )
+    return [n.removeprefix("refs/heads/") for n in names if n.startswith("refs/heads/")] + \
+        [n.removeprefix("refs/tags/") for n in names if n.startswith("refs/tags/")]
 
 
 def _export(git_dir: Path, commit: str, dest: Path, *, root: Path) -> Path:
@@ -316,14 +301,20 @@ def _export(git_dir: Path, commit: str, dest: Path, *, root: Path) -> Path:
             else:  # pragma: no cover - Python without the extraction filters
                 _check_members(tar, tree)
                 tar.extractall(tree)
-        try:
-            os.rename(tree, dest)
-        except OSError:
-            if not dest.is_dir():
-                raise
+        _move_into_place(tree, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _move_into_place(made: Path, dest: Path) -> None:
+    """Rename a clone or tree made in a temporary folder to its cache path in one step, so a reader never sees
+    half of one; when a concurrent envbuilder got there first, its copy (of the same thing) stays."""
+    try:
+        os.rename(made, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
 
 
 def _check_members(tar: tarfile.TarFile, root: Path) -> None:  # pragma: no cover

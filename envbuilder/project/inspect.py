@@ -33,16 +33,8 @@ from envbuilder.project.spec import ProjectSource, ProjectSpec
 
 def inspect_project(path: Path) -> ProjectSpec:
     """Read the project folder at `path` (never executing any of its code) into a ProjectSpec."""
-    path = Path(path)
-    if not path.exists():
-        raise ProjectError("project-not-found", f"no such folder: {path}", "pass the project folder or a git URL",
-                           context={"path": str(path)})
-    if not path.is_dir():
-        raise ProjectError("project-not-found", f"{path} is a file, not a project folder",
-                           f"pass the folder that holds it ({path.parent})", context={"path": str(path)})
-    root = path.resolve()
+    root = _project_root(Path(path))
     files: list[str] = []
-    parts: list[Found] = []
 
     def read(rel: str) -> str | None:
         text = _read_inside(root, rel)
@@ -50,58 +42,73 @@ def inspect_project(path: Path) -> ProjectSpec:
             files.append(rel)
         return text
 
-    pyproject = read("pyproject.toml")
-    pyfound = read_pyproject(pyproject, "pyproject.toml") if pyproject is not None else Found()
-    parts.append(pyfound)
-    setup_cfg = read("setup.cfg")
-    if setup_cfg is not None:
-        parts.append(read_setup_cfg(setup_cfg, "setup.cfg"))
-    setup_py = read("setup.py")
-    if setup_py is not None:
-        parts.append(read_setup_py(setup_py, "setup.py"))
-    conda_env = None
+    metadata = {name: read(name) for name in ("pyproject.toml", "setup.cfg", "setup.py")}
+    parts = [read_pyproject(metadata["pyproject.toml"], "pyproject.toml") if metadata["pyproject.toml"] is not None
+             else Found()]
+    if metadata["setup.cfg"] is not None:
+        parts.append(read_setup_cfg(metadata["setup.cfg"], "setup.cfg"))
+    if metadata["setup.py"] is not None:
+        parts.append(read_setup_py(metadata["setup.py"], "setup.py"))
     for name in ("environment.yml", "environment.yaml"):
-        conda_env = read(name)
-        if conda_env is not None:
-            parts.append(read_environment_yml(conda_env, name))
+        metadata[name] = read(name)
+        if metadata[name] is not None:
+            parts.append(read_environment_yml(metadata[name], name))
             break
-
     visited: set[tuple[str, str]] = set()  # (kind, path) pairs read; a cycle of -r ends at the second visit
     for part in list(parts):
         for rel, extra, kind in part.wants:
             parts.append(read_requirements_tree(rel, extra, kind, visited, read))
+    parts += _requirements_files(root, parts, visited, read)
+    spec = _merge(parts, ProjectSource(path=str(root)), files)
+    if all(text is None for text in metadata.values()) and not spec.formats and not any(root.glob("requirements*.txt")):
+        spec = spec.model_copy(update={"bare": True, "notes": spec.notes + (Notice(
+            "no-metadata", "no pyproject.toml, setup.cfg, setup.py, requirements*.txt or environment.yml found; "
+            "the project declares no dependencies"),)})
+    return _completed(spec, root, metadata["pyproject.toml"], metadata["setup.py"])
 
+
+def _project_root(path: Path) -> Path:
+    if not path.exists():
+        raise ProjectError("project-not-found", f"no such folder: {path}", "pass the project folder or a git URL",
+                           context={"path": str(path)})
+    if not path.is_dir():
+        raise ProjectError("project-not-found", f"{path} is a file, not a project folder",
+                           f"pass the folder that holds it ({path.parent})", context={"path": str(path)})
+    return path.resolve()
+
+
+def _requirements_files(root: Path, parts: list[Found], visited: set[tuple[str, str]], read) -> list[Found]:
+    """requirements*.txt files no metadata file named: requirements.txt, and with dynamic (or no) metadata the
+    non-development ones; the first Found carries the notes that say what was read in their place."""
     general = Found()
-    parts.append(general)
+    found = [general]
     # lexists, not is_file: a requirements.txt that is a FIFO or a broken link is reported, not passed over.
     if os.path.lexists(root / "requirements.txt") and ("requirements", "requirements.txt") not in visited:
-        parts.append(read_requirements_tree("requirements.txt", None, "requirements", visited, read))
+        found.append(read_requirements_tree("requirements.txt", None, "requirements", visited, read))
     read_names = {name for _, name in visited}
     others = sorted(p.name for p in root.glob("requirements*.txt") if p.is_file() and p.name not in read_names)
     # Without any metadata file, the non-development requirements*.txt files are all there is to read.
-    dynamic = any(p.deps_dynamic for p in parts) or not any(p.formats for p in parts)
+    dynamic = any(p.deps_dynamic for p in parts + found) or not any(p.formats for p in parts + found)
     if dynamic and "requirements.txt" in read_names:
         general.notes.append(Notice("dynamic-metadata", "dependencies are computed at build time; read requirements.txt in their place"))
     elif dynamic:
         # Without requirements.txt, the non-development requirements*.txt files are the best static evidence.
         fallback = [n for n in others if not re.search(r"dev|test|lint|doc", n)]
-        for rel in fallback:
-            parts.append(read_requirements_tree(rel, None, "requirements", visited, read))
+        found += [read_requirements_tree(rel, None, "requirements", visited, read) for rel in fallback]
         others = [n for n in others if n not in fallback]
-        if any(p.formats for p in parts if p is not general):
+        if any(p.formats for p in parts + found if p is not general):
             general.notes.append(Notice("dynamic-metadata", "dependencies are computed at build time; "
                                  + (f"read {', '.join(fallback)} in their place" if fallback else "no requirements file to read instead")))
         elif fallback:
             general.notes.append(Notice("metadata-fallback", f"no project metadata besides {', '.join(fallback)}; read as the requirements"))
     if others:
         general.notes.append(Notice("file-not-read", f"also found {', '.join(others)}: not read (name one with -r in requirements.txt to use it)"))
+    return found
 
-    spec = _merge(parts, ProjectSource(path=str(root)), files)
-    metadata = (pyproject, setup_cfg, setup_py, conda_env)
-    if all(text is None for text in metadata) and not spec.formats and not any(root.glob("requirements*.txt")):
-        spec = spec.model_copy(update={"bare": True, "notes": spec.notes + (Notice(
-            "no-metadata", "no pyproject.toml, setup.cfg, setup.py, requirements*.txt or environment.yml found; "
-            "the project declares no dependencies"),)})
+
+def _completed(spec: ProjectSpec, root: Path, pyproject: str | None, setup_py: str | None) -> ProjectSpec:
+    """The merged spec with what the files beside the metadata say: a lock's pins, the config's system packages,
+    whether the project is a package to install, and the import roots."""
     for name in LOCK_FILES:
         text = _read_inside(root, name)
         if text is not None:

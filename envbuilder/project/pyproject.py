@@ -15,10 +15,11 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from envbuilder.defaults import url_problem
 from envbuilder.errors import ProjectError
 from envbuilder.notices import Notice
 from envbuilder.project.found import (Found, as_table, checked_requirement, checked_specifier, first_line, line_of,
-                                      load_toml, raise_invalid, str_list, str_or_none, url_problem, wrong_type)
+                                      load_toml, raise_invalid, str_list, str_or_none, wrong_type)
 from envbuilder.project.spec import IndexDecl
 
 

@@ -13,9 +13,10 @@ from pathlib import PurePosixPath
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from envbuilder.defaults import url_problem
 from envbuilder.errors import ProjectError
 from envbuilder.notices import Notice
-from envbuilder.project.found import Found, first_line, url_problem
+from envbuilder.project.found import Found, first_line
 from envbuilder.project.spec import IndexDecl
 
 

@@ -86,11 +86,6 @@ def render_ci(plan: Plan, options: CiOptions, provider: CiProvider) -> str:
     raise UsageError("ci-unsafe-value", f"unknown CI provider {provider!r}", "use github or gitlab")
 
 
-def default_output(provider: CiProvider) -> str:
-    """Where each provider reads its workflow, relative to the repository root."""
-    return ".github/workflows/envbuilder.yml" if provider == "github" else ".gitlab-ci.yml"
-
-
 # --- checks ------------------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.resolve.plan import Plan, plan_digest
+from envbuilder.resolve.python_fit import target_platform
 from envbuilder.render import RenderOptions
 from envbuilder.render.network import LockedPackage, default_index_url, install_steps, refuse_credentials, torch_index_url
 from envbuilder.render.quoting import one_line, toml_string
@@ -79,26 +80,22 @@ def _render_toml(plan: Plan, options: RenderOptions, packages, resolved: bool) -
     if not resolved:
         unresolved = [r for r in lock_requirements(plan, options) if r not in {p.requirement for p in packages}]
         lines.append(f"requirements = {_toml_list(unresolved)}")
-    target = plan.target
-    lines += ["", "[target]", f"os = {s(target.os)}", f"arch = {s(target.arch)}", f"gpu = {s(target.gpu)}"]
-    torch = plan.torch
-    lines += ["", "[torch]", f"version = {s(torch.version)}", f"flavor = {s(torch.flavor)}", f"local = {s(torch.local)}",
-              f"index-url = {s(torch_index_url(plan, options) or default)}"]
-    if torch.cuda:
-        lines.append(f"cuda = {s(torch.cuda)}")
-    if torch.rocm:
-        lines.append(f"rocm = {s(torch.rocm)}")
+    target, torch = plan.target, plan.torch
+    lines += ["", "[target]", *_toml_fields((("os", target.os), ("arch", target.arch), ("gpu", target.gpu)))]
+    lines += ["", "[torch]", *_toml_fields((
+        ("version", torch.version), ("flavor", torch.flavor), ("local", torch.local),
+        ("index-url", torch_index_url(plan, options) or default), ("cuda", torch.cuda), ("rocm", torch.rocm)))]
     for package in packages:
-        lines += ["", "[[package]]", f"name = {s(package.name)}", f"version = {s(package.version)}"]
-        if package.url:
-            lines.append(f"url = {s(package.url)}")
-        if package.index_url:
-            lines.append(f"index-url = {s(package.index_url)}")
-        if package.hashes:
-            lines.append(f"hashes = {_toml_list(package.hashes)}")
-        if package.required_by:
-            lines.append(f"required-by = {_toml_list(package.required_by)}")
+        lines += ["", "[[package]]", *_toml_fields((
+            ("name", package.name), ("version", package.version), ("url", package.url), ("index-url", package.index_url),
+            ("hashes", package.hashes), ("required-by", package.required_by)))]
     return "\n".join(lines) + "\n"
+
+
+def _toml_fields(fields: Sequence[tuple[str, str | Sequence[str] | None]]) -> list[str]:
+    """`key = value` for each field that is set (a string, or a list of strings), in order."""
+    return [f"{key} = {toml_string(value) if isinstance(value, str) else _toml_list(value)}"
+            for key, value in fields if value]
 
 
 def _render_requirements(plan: Plan, options: RenderOptions, packages, resolved: bool) -> str:
@@ -219,22 +216,9 @@ def _parse_requirement_line(line: str) -> dict:
 
 
 # --- the resolver's arguments (build/lockfile.py runs it) ---------------------------------------
-_PYTHON_PLATFORMS = {
-    ("linux", "x86_64"): "x86_64-manylinux_2_28",
-    ("linux", "aarch64"): "aarch64-manylinux_2_28",
-    ("linux", "arm64"): "aarch64-manylinux_2_28",
-    ("windows", "x86_64"): "x86_64-pc-windows-msvc",
-    ("windows", "aarch64"): "aarch64-pc-windows-msvc",
-    ("windows", "arm64"): "aarch64-pc-windows-msvc",
-    ("macos", "x86_64"): "x86_64-apple-darwin",
-    ("macos", "aarch64"): "aarch64-apple-darwin",
-    ("macos", "arm64"): "aarch64-apple-darwin",
-}
-
-
 def python_platform(plan: Plan) -> str:
     """uv's --python-platform for the plan's target (manylinux_2_28: what current torch wheels require)."""
-    return _PYTHON_PLATFORMS[(plan.target.os, plan.target.arch)]
+    return target_platform(plan.target.os, plan.target.arch).uv
 
 
 def compile_argv(plan: Plan, options: RenderOptions, uv: str) -> list[str]:

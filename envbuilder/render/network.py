@@ -16,7 +16,7 @@ from envbuilder.errors import EnvbuilderError, UsageError
 from envbuilder.project.spec import TORCH_COMPANIONS
 from envbuilder.redact import redact_url, url_has_credentials
 from envbuilder.resolve.plan import Plan
-from envbuilder.render import CA_SECRET_ID, RenderOptions
+from envbuilder.render import RenderOptions
 from envbuilder.values import Value
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -187,7 +187,8 @@ def _unique(items) -> tuple[str, ...]:
 
 
 class NetworkOptions(Value):
-    """The network flags of `render`, `build` and `run`, as typed: mirrors, wheel locations, CA bundle, proxies."""
+    """The network defaults of `render`, `build` and `run` (envbuilder.defaults), as typed: mirrors, wheel
+    locations, CA bundle, proxies, the Docker network and the registry builds are reused from."""
 
     base_image: str | None = None
     index_url: str | None = None
@@ -199,6 +200,7 @@ class NetworkOptions(Value):
     https_proxy: str | None = None
     no_proxy: str | None = None
     network: Literal["default", "host", "none"] | None = None  # docker --network for builds and runs
+    registry: str | None = None  # REGISTRY/REPO a build is reused from (envbuilder.build.registry); never rendered
 
     def render_options(self, *, venv: str | None = None, copy_project: bool = True, netrc: bool = False,
                        uv_version: str | None = None) -> RenderOptions:
@@ -209,10 +211,6 @@ class NetworkOptions(Value):
             torch_index_url=self.torch_index_url, find_links=self.find_links, ca_cert=self.ca_cert is not None,
             ca_cert_path=self.ca_cert, netrc=netrc, venv=venv, copy_project=copy_project, **extra,
         )
-
-    def build_secrets(self) -> dict[str, str]:
-        """BuildKit secrets for `docker build --secret id=...,src=...` (never build args: those stay in history)."""
-        return {CA_SECRET_ID: self.ca_cert} if self.ca_cert else {}
 
     def proxy_env(self) -> dict[str, str]:
         """Proxy variables, both spellings (see proxy_build_args)."""

@@ -23,16 +23,14 @@ DEFAULT_SCRIPT_VENV = "runtime/venv"
 
 def render_bash(plan: Plan, options: RenderOptions) -> str:
     """A bash script that installs `plan` into a venv (options.venv, default runtime/venv)."""
-    python = _python_version(plan)
     q = sh_quote
     lines = [
         "#!/usr/bin/env bash",
         *_header(plan, "#"),
         "set -euo pipefail",
         "",
-        f"VENV={q(options.venv or DEFAULT_SCRIPT_VENV)}",
-        f"PYTHON_VERSION={q(python)}",
-        f"TORCH_EXPECTED={q(plan.torch.local)}",
+        *(f"{name}={q(value)}" for name, value in zip(("VENV", "PYTHON_VERSION", "TORCH_EXPECTED"),
+                                                       _script_values(plan, options))),
     ]
     if options.ca_cert_path:
         lines += [
@@ -83,18 +81,21 @@ def render_bash(plan: Plan, options: RenderOptions) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _script_values(plan: Plan, options: RenderOptions) -> tuple[str, str, str]:
+    """What both scripts set first: the venv folder, the plan's X.Y Python and the torch version to expect."""
+    return options.venv or DEFAULT_SCRIPT_VENV, _python_version(plan), plan.torch.local
+
+
 def render_powershell(plan: Plan, options: RenderOptions) -> str:
     """A PowerShell script (Windows PowerShell 5.1 or pwsh 7) that installs `plan` into a venv."""
-    python = _python_version(plan)
     q = ps_quote
     lines = [
         *_header(plan, "#"),
         "$ErrorActionPreference = 'Stop'",
         "Set-StrictMode -Version 3.0",
         "",
-        f"$Venv = {q(options.venv or DEFAULT_SCRIPT_VENV)}",
-        f"$PythonVersion = {q(python)}",
-        f"$TorchExpected = {q(plan.torch.local)}",
+        *(f"${name} = {q(value)}" for name, value in zip(("Venv", "PythonVersion", "TorchExpected"),
+                                                          _script_values(plan, options))),
     ]
     if options.ca_cert_path:
         lines += [

@@ -96,7 +96,8 @@ def resolve(project: ProjectSpec, target: Target, matrix: Matrix, request: Resol
         raise dependents_conflict(python_fit.conflict, best, overridden=status == "potential-incompatibility")
     if status == "ok" and best.fit.mode == "minor":
         status = "minor-version-compat"
-    index_url = torch_index_url or (available.url if available is not None else matrix.index_url(best.build.flavor))
+    mirror = available.url if available is not None and not available.find_links else None
+    index_url = torch_index_url or mirror or matrix.index_url(best.build.flavor)
     return _make_plan(best, status, [torch_reason], notes, view, matrix, index_url)
 
 def _beyond_bounds(view, platform_builds, soft, target, matrix) -> tuple[list[Candidate], PlanStatus, list[Notice]]:

@@ -38,6 +38,8 @@ class IndexSnapshot(Value):
     url: str
     listed: tuple[str, ...]  # packages the index has a page for
     wheels: tuple[WheelFile, ...]
+    # A --find-links wheelhouse: it limits the plan as a mirror does, but is no index, so never the plan's torch index.
+    find_links: bool = False
 
     def files(self, name: str) -> tuple[WheelFile, ...]:
         return tuple(w for w in self.wheels if w.name == name)

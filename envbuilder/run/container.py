@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -399,6 +398,8 @@ def stop_run(store: Any, run_id: str, grace_s: float = DEFAULT_GRACE_S, settings
     if container:
         docker = docker or _docker_for(settings)
         docker.stop(container, grace_s)
+        from envbuilder.run.store import runner_alive
+
         if runner_alive(record):
             # The runner removes the container after recording; give it a moment before recording ourselves.
             deadline = time.monotonic() + 5.0
@@ -465,13 +466,6 @@ def _append_unseen(store: Any, docker: Any, run_id: str, container_id: str, log_
             log.writelines(line + "\n" for line in fresh)
     if points:
         store.add_metrics(run_id, points)
-
-
-def runner_alive(record: Any) -> bool:
-    """Whether the process that started the run still runs on this host (it records the run's end itself)."""
-    from envbuilder.run.store import process_alive
-
-    return record.owner_host == socket.gethostname() and record.owner_pid is not None and process_alive(record.owner_pid)
 
 
 def _docker_for(settings: Any) -> Any:
