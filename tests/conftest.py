@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-# Docker fixtures (engine, base image, loopback torch index, shared builds) live in support/fixtures.py.
-pytest_plugins = ["support.fixtures", "support.local_index"]
+# Docker fixtures (engine, base image, loopback torch index, shared builds) live in support/fixtures.py;
+# `fake_engine` (a FakeEngine wherever envbuilder opens Docker) in support/fake_engine.py.
+pytest_plugins = ["support.fixtures", "support.local_index", "support.fake_engine"]
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]

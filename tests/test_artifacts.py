@@ -58,14 +58,6 @@ def settings(tmp_path):
 def engine():
     engine = FakeEngine()
     engine.add_image(IMAGE, labels={LABEL_PLAN_HASH: "abc", LABEL_PROJECT: "demo"})
-    engine.started = []  # the options of each container started (the fake keeps only image and command)
-    original = engine.run_detached
-
-    def spy(image, command, **options):
-        engine.started.append(options)
-        return original(image, command, **options)
-
-    engine.run_detached = spy
     return engine
 
 
@@ -75,7 +67,7 @@ def _run(project, settings, engine, job=None, command=(), **options):
 
 
 def _mounts(engine):
-    return [options["mounts"] for options in engine.started]
+    return [container.options["mounts"] for container in engine.started]
 
 
 def _argv(engine):
@@ -102,7 +94,7 @@ def test_a_bare_command_gets_a_host_folder_too(project, settings, engine):
     result = _run(project, settings, engine, command=("python", "-c", "pass"))
     assert result.artifacts_dir == project.resolve() / "artifacts" / "cmd" / result.run_id
     assert result.artifacts_dir.is_dir()
-    [options] = engine.started
+    [options] = [container.options for container in engine.started]
     assert options["env"]["ENVBUILDER_ARTIFACTS"] == "/artifacts"
 
 

@@ -56,8 +56,9 @@ TINY_IMAGE_DISTS = (("pip", "23.0.1", "pip", False), ("setuptools", "65.5.0", "p
 
 
 @pytest.fixture
-def engine() -> FakeEngine:
-    fake = FakeEngine()
+def engine(fake_engine) -> FakeEngine:
+    """The shared FakeEngine, which is also the engine an in-process `envbuilder load` opens."""
+    fake = fake_engine
     fake.add_image(BASE, "sha256:" + "b" * 64)
     fake.add_image(IMAGE, "sha256:" + "a" * 64, labels={"org.opencontainers.image.base.name": BASE})
     fake.script([image_report(*TINY_IMAGE_DISTS)], image=IMAGE)
@@ -161,21 +162,6 @@ def test_a_flipped_byte_anywhere_refuses_the_whole_bundle(engine, plan, index, t
     assert "nothing was loaded" in result.stderr and "Traceback" not in result.stderr
     assert not any(call[0] == "load_images" for call in engine.calls) and not engine.images
     assert not (tmp_path / "tiny-bundle" / LOCK).exists()
-
-
-@pytest.fixture
-def cli_engine(engine, monkeypatch):
-    """`envbuilder load` in-process with the fake engine as the CLI's Docker()."""
-    import envbuilder.docker.engine
-
-    monkeypatch.setattr(envbuilder.docker.engine, "Docker", lambda *a, **k: engine)
-    return engine
-
-
-@pytest.fixture(autouse=True)
-def _cli_uses_the_fake(request, monkeypatch):
-    if "engine" in request.fixturenames:
-        request.getfixturevalue("cli_engine")
 
 
 def test_the_manifest_digest_pins_the_manifest_itself(engine, plan, index, tmp_path, cli):

@@ -4,12 +4,14 @@ output exactly once, the migration that adds them to an existing database, and s
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from envbuilder.cluster.engines import ClusterEngine
 from envbuilder.cluster.profiles import ClusterProfile
 from envbuilder.cluster.spec import JobState
 from envbuilder.cluster.track import ingest_metrics, stop_run, sync_runs
@@ -82,8 +84,9 @@ def test_a_version_1_database_migrates_keeping_its_runs_and_metrics(tmp_path):
     store.close()
 
 
-class FakeEngine:
-    """A stand-in at the ClusterEngine interface, driven by the test."""
+class FakeClusterEngine:
+    """A stand-in at the ClusterEngine interface (Slurm, Kubernetes, SkyPilot; not Docker: that is
+    support.fake_engine.FakeEngine), driven by the test."""
 
     name = "slurm"
 
@@ -106,9 +109,17 @@ class FakeEngine:
         return None
 
 
+def test_the_fake_cluster_engine_has_the_interfaces_methods():
+    methods = [name for name, value in vars(ClusterEngine).items() if not name.startswith("_") and callable(value)]
+    assert set(methods) == {"state", "signal_term", "cancel", "output"}
+    for name in methods:
+        assert inspect.signature(getattr(FakeClusterEngine, name)).parameters.keys() == \
+            inspect.signature(getattr(ClusterEngine, name)).parameters.keys(), name
+
+
 def test_sync_moves_a_run_from_queued_to_running_to_failed_with_the_exit_code(store):
     record = _submitted(store)
-    engine = FakeEngine([JobState("queued", None, "PENDING"), JobState("running", None, "RUNNING"),
+    engine = FakeClusterEngine([JobState("queued", None, "PENDING"), JobState("running", None, "RUNNING"),
                          JobState("failed", 2, "FAILED (NonZeroExitCode)")])
     factory = lambda _profile: engine
     assert sync_runs(store, engines=factory) == []
@@ -122,7 +133,7 @@ def test_sync_moves_a_run_from_queued_to_running_to_failed_with_the_exit_code(st
 def test_stop_sends_sigterm_then_cancels_after_the_grace_period(store):
     record = _submitted(store)
     store.mark_running(record.id)
-    engine = FakeEngine([JobState("running", None, "RUNNING")])
+    engine = FakeClusterEngine([JobState("running", None, "RUNNING")])
     now = [0.0]
     stopped = stop_run(store, record.id, 5.0, engines=lambda _p: engine, clock=lambda: now[0],
                        sleep=lambda s: now.__setitem__(0, now[0] + s))
@@ -133,7 +144,7 @@ def test_stop_sends_sigterm_then_cancels_after_the_grace_period(store):
 def test_stop_of_a_job_that_ends_on_sigterm_needs_no_cancel(store):
     record = _submitted(store)
     store.mark_running(record.id)
-    engine = FakeEngine([JobState("running", None, "RUNNING"), JobState("running", None, "RUNNING"),
+    engine = FakeClusterEngine([JobState("running", None, "RUNNING"), JobState("running", None, "RUNNING"),
                          JobState("failed", 143, "FAILED")])
     stopped = stop_run(store, record.id, 30.0, engines=lambda _p: engine, sleep=lambda s: time.sleep(0))
     assert [c[0] for c in engine.calls if c[0] != "state"] == ["term"]

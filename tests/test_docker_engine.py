@@ -154,6 +154,33 @@ def test_fake_engine_scripts_containers_and_records_calls():
     assert ("stop", container, 2) in fake.calls and fake.calls[0] == ("run_detached", "img:1", ["python", "train.py"])
 
 
+def test_fake_engine_breaks_a_watch_and_fails_a_call_once_on_request():
+    fake = FakeEngine()
+    fake.script(["one", "two", "three"], 137, break_after=2,
+                break_with=DockerError("docker-not-running", "Cannot connect to the Docker daemon"))
+    container = fake.run_detached("img:1", ["train"])
+    seen: list[str] = []
+    with pytest.raises(DockerError):
+        fake.follow_to_exit(container, seen.append)
+    assert seen == ["one", "two"] and fake.container_state(container)["Running"]  # the job goes on
+    assert fake.log_lines(container) == ["one", "two", "three"]
+    assert fake.follow_to_exit(container, seen.append) == 137  # the engine is back: a new watch sees it all
+    fake.fail_next("stop", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        fake.stop(container, 5)
+    fake.stop(container, 5)  # once only
+    assert [c for c in fake.calls if c[0] == "stop"] == [("stop", container, 5)] * 2
+    fake.remove_container(container)
+    assert fake.started[0].options["labels"] == {} and fake.started[0].command == ["train"]  # kept after removal
+
+
+def test_the_fake_engine_fixture_is_what_envbuilder_opens(fake_engine):
+    import envbuilder.docker.engine
+
+    assert Docker("/usr/bin/docker") is fake_engine and envbuilder.docker.engine.open_engine() is fake_engine
+    assert fake_engine.opened == ["/usr/bin/docker", None]
+
+
 # --- a fake engine on a unix socket: the HTTP side of the socket client ------------------------------------
 
 
@@ -161,7 +188,9 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-class FakeEngineServer(http.server.BaseHTTPRequestHandler):
+class EngineApiServer(http.server.BaseHTTPRequestHandler):
+    """The Engine API on a unix socket, for the socket client's HTTP side: answers `routes`, records `seen`."""
+
     protocol_version = "HTTP/1.1"
     routes: dict = {}
     seen: list = []
@@ -202,23 +231,23 @@ class FakeEngineServer(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_engine(tmp_path, monkeypatch):
+def engine_api(tmp_path, monkeypatch):
     path = str(tmp_path / "fake.sock")
-    FakeEngineServer.seen, FakeEngineServer.drop_after_response, FakeEngineServer.min_api = [], False, "1.44"
-    FakeEngineServer.routes = {("GET", "/version"): (200, {"ApiVersion": "1.52", "MinAPIVersion": "1.44"})}
-    server = socketserver.ThreadingUnixStreamServer(path, FakeEngineServer)
+    EngineApiServer.seen, EngineApiServer.drop_after_response, EngineApiServer.min_api = [], False, "1.44"
+    EngineApiServer.routes = {("GET", "/version"): (200, {"ApiVersion": "1.52", "MinAPIVersion": "1.44"})}
+    server = socketserver.ThreadingUnixStreamServer(path, EngineApiServer)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-    yield FakeEngineServer
+    yield EngineApiServer
     server.shutdown()
     server.server_close()
 
 
-def test_fake_engine_create_body_version_and_error_mapping(fake_engine):
-    fake_engine.routes[("POST", "/v1.44/containers/create")] = (201, {"Id": "c1", "Warnings": []})
-    fake_engine.routes[("POST", "/v1.44/containers/c1/start")] = (
+def test_engine_api_create_body_version_and_error_mapping(engine_api):
+    engine_api.routes[("POST", "/v1.44/containers/create")] = (201, {"Id": "c1", "Warnings": []})
+    engine_api.routes[("POST", "/v1.44/containers/c1/start")] = (
         500, {"message": 'could not select device driver "" with capabilities: [[gpu]]'})
     docker = Docker(transport="socket")
     with pytest.raises(DockerError) as err:
@@ -226,7 +255,7 @@ def test_fake_engine_create_body_version_and_error_mapping(fake_engine):
                             env={"A": "1"}, user="1000:1000", workdir="/w", gpus=2, shm_size="1g",
                             labels={"k": "v"}, network="host")
     assert err.value.code == "nvidia-runtime-missing" and "starting a container of img:1" in err.value.message
-    [(_, create_path, body)] = [s for s in fake_engine.seen if s[1].startswith("/v1.44/containers/create")]
+    [(_, create_path, body)] = [s for s in engine_api.seen if s[1].startswith("/v1.44/containers/create")]
     assert create_path == "/v1.44/containers/create?name=n1"
     assert body["Image"] == "img:1" and body["Cmd"] == ["python", "train.py"] and body["Env"] == ["A=1"]
     assert (body["User"], body["WorkingDir"], body["Labels"]) == ("1000:1000", "/w", {"k": "v"})
@@ -234,15 +263,15 @@ def test_fake_engine_create_body_version_and_error_mapping(fake_engine):
     assert host["Mounts"] == [{"Type": "bind", "Source": "/src", "Target": "/dst", "ReadOnly": True}]
     assert (host["NetworkMode"], host["ShmSize"], host["Init"]) == ("host", 1 << 30, True)
     assert host["DeviceRequests"][0]["Count"] == 2 and host["DeviceRequests"][0]["Capabilities"] == [["gpu"]]
-    assert [s[1] for s in fake_engine.seen].count("/version") == 1  # negotiated once
+    assert [s[1] for s in engine_api.seen].count("/version") == 1  # negotiated once
 
 
-def test_fake_engine_404s_and_other_errors(fake_engine):
-    fake_engine.routes[("GET", "/v1.44/containers/gone/json")] = (404, {"message": "No such container: gone"})
-    fake_engine.routes[("POST", "/v1.44/containers/gone/stop")] = (404, {"message": "No such container: gone"})
-    fake_engine.routes[("DELETE", "/v1.44/containers/gone")] = (404, {"message": "No such container: gone"})
-    fake_engine.routes[("POST", "/v1.44/containers/gone/wait")] = (404, {"message": "No such container: gone"})
-    fake_engine.routes[("GET", "/v1.44/containers/json")] = (500, {"message": "write /var/lib/docker: no space left on device"})
+def test_engine_api_404s_and_other_errors(engine_api):
+    engine_api.routes[("GET", "/v1.44/containers/gone/json")] = (404, {"message": "No such container: gone"})
+    engine_api.routes[("POST", "/v1.44/containers/gone/stop")] = (404, {"message": "No such container: gone"})
+    engine_api.routes[("DELETE", "/v1.44/containers/gone")] = (404, {"message": "No such container: gone"})
+    engine_api.routes[("POST", "/v1.44/containers/gone/wait")] = (404, {"message": "No such container: gone"})
+    engine_api.routes[("GET", "/v1.44/containers/json")] = (500, {"message": "write /var/lib/docker: no space left on device"})
     docker = Docker(transport="socket")
     assert docker.container_state("gone") is None
     docker.stop("gone", 1)
@@ -255,56 +284,56 @@ def test_fake_engine_404s_and_other_errors(fake_engine):
     assert err.value.code == "disk-full"
 
 
-def test_fake_engine_logs_chunked_and_multiplexed(fake_engine):
+def test_engine_api_logs_chunked_and_multiplexed(engine_api):
     stream = frame(b"epoch 1 loss=0.5\nhalf ") + frame(b"warning\n", 2) + frame(b"a line\r\n") + frame(b"\xffend")
     pieces = [stream[i : i + 7] for i in range(0, len(stream), 7)]  # chunk boundaries cut frames anywhere
-    fake_engine.routes[("GET", "/v1.44/containers/c1/logs")] = (200, pieces)
-    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "exited", "ExitCode": 0}})
+    engine_api.routes[("GET", "/v1.44/containers/c1/logs")] = (200, pieces)
+    engine_api.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "exited", "ExitCode": 0}})
     docker = Docker(transport="socket")
     lines: list[str] = []
     docker.stream_logs("c1", lines.append)
     # Each stream is split on its own: stdout's "half " waits for its own newline, stderr's line is whole.
     assert lines == ["epoch 1 loss=0.5", "warning", "half a line", "\ufffdend"]
     assert docker.container_state("c1") == {"Status": "exited", "ExitCode": 0}  # the stream's connection is reused
-    [logs] = [path for _, path, _ in fake_engine.seen if path.startswith("/v1.44/containers/c1/logs")]
+    [logs] = [path for _, path, _ in engine_api.seen if path.startswith("/v1.44/containers/c1/logs")]
     assert "follow=1" in logs and "stderr=1" in logs
 
 
-def test_fake_engine_closing_idle_connections(fake_engine):
-    fake_engine.drop_after_response = True
-    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "running"}})
+def test_engine_api_closing_idle_connections(engine_api):
+    engine_api.drop_after_response = True
+    engine_api.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "running"}})
     docker = Docker(transport="socket")
     for _ in range(3):  # each request after the first meets a connection the engine already closed
         assert docker.container_state("c1") == {"Status": "running"}
 
 
-def test_our_api_version_is_spoken_at_once_and_negotiated_only_when_refused(fake_engine):
-    fake_engine.min_api = "1.12"  # Docker 20.10's range: 1.41 is taken, so no GET /version round trip
-    fake_engine.routes[("GET", "/v1.41/containers/c1/json")] = (200, {"State": {"Status": "running"}})
+def test_our_api_version_is_spoken_at_once_and_negotiated_only_when_refused(engine_api):
+    engine_api.min_api = "1.12"  # Docker 20.10's range: 1.41 is taken, so no GET /version round trip
+    engine_api.routes[("GET", "/v1.41/containers/c1/json")] = (200, {"State": {"Status": "running"}})
     docker = Docker(transport="socket")
     assert docker.container_state("c1") == {"Status": "running"} == docker.container_state("c1")
-    assert [path for _, path, _ in fake_engine.seen] == ["/v1.41/containers/c1/json"] * 2
-    fake_engine.seen.clear()
-    fake_engine.min_api = "1.44"  # an engine that dropped 1.41: refused once, negotiated once, sent again
-    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "exited"}})
+    assert [path for _, path, _ in engine_api.seen] == ["/v1.41/containers/c1/json"] * 2
+    engine_api.seen.clear()
+    engine_api.min_api = "1.44"  # an engine that dropped 1.41: refused once, negotiated once, sent again
+    engine_api.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "exited"}})
     docker = Docker(transport="socket")
     assert docker.container_state("c1") == {"Status": "exited"} == docker.container_state("c1")
-    assert [path for _, path, _ in fake_engine.seen] == [
+    assert [path for _, path, _ in engine_api.seen] == [
         "/v1.41/containers/c1/json", "/version", "/v1.44/containers/c1/json", "/v1.44/containers/c1/json"]
 
 
-def test_a_refusal_that_is_not_about_the_version_is_an_error(fake_engine):
-    fake_engine.min_api = "1.12"
-    fake_engine.routes[("POST", "/v1.41/containers/create")] = (400, {"message": "invalid mount config"})
+def test_a_refusal_that_is_not_about_the_version_is_an_error(engine_api):
+    engine_api.min_api = "1.12"
+    engine_api.routes[("POST", "/v1.41/containers/create")] = (400, {"message": "invalid mount config"})
     with pytest.raises(DockerError) as err:
         Docker(transport="socket").run_detached("img:1", ["true"])
     assert "invalid mount config" in err.value.message
-    assert "/version" not in [path for _, path, _ in fake_engine.seen]
+    assert "/version" not in [path for _, path, _ in engine_api.seen]
 
 
-def test_talking_to_the_engine_loads_no_http_client_ssl_or_hashes(fake_engine):
+def test_talking_to_the_engine_loads_no_http_client_ssl_or_hashes(engine_api):
     # `run --image` may add little to a `docker run`: http.client (email.parser, ssl) alone was ~15-20 ms of it.
-    fake_engine.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "running"}})
+    engine_api.routes[("GET", "/v1.44/containers/c1/json")] = (200, {"State": {"Status": "running"}})
     probe = ("import sys\nfrom envbuilder.docker.engine import Docker\n"
              "assert Docker(transport='socket').container_state('c1') == {'Status': 'running'}\n"
              "print(sorted(m for m in ('http.client', 'ssl', 'email.parser', 'hashlib', 'docker') if m in sys.modules))")

@@ -117,19 +117,13 @@ def test_damage_found_while_reading_is_recovered_too(tmp_path):
 # --- the engine goes away, the runner is interrupted or killed -----------------------------------------------
 
 
-class LosingEngine(FakeEngine):
-    """The engine stops answering while the job prints: follow_to_exit fails as the socket engine does."""
-
-    def follow_to_exit(self, container_id, on_line):
-        for line in self.containers[container_id].lines[:2]:
-            on_line(line)
-        raise DockerError("docker-not-running", "waiting for a container failed: Cannot connect to the Docker daemon")
-
-
 def test_engine_death_leaves_a_note_and_reconcile_records_the_real_end(tmp_path):
     store = RunStore.from_settings(Settings(tmp_path / "home"))
-    engine = LosingEngine()
-    engine.script(["step=1 loss=0.9", "step=2 loss=0.8", "step=3 loss=0.7", "step=4 loss=0.6"], exit_code=137)
+    engine = FakeEngine()
+    # the engine stops answering after two lines, as the socket engine's follow fails when it dies
+    engine.script(["step=1 loss=0.9", "step=2 loss=0.8", "step=3 loss=0.7", "step=4 loss=0.6"], exit_code=137,
+                  break_after=2, break_with=DockerError("docker-not-running", "waiting for a container failed: "
+                                                        "Cannot connect to the Docker daemon"))
     project = tmp_path / "p"
     project.mkdir()
     with pytest.raises(DockerError) as caught:
@@ -149,24 +143,12 @@ def test_engine_death_leaves_a_note_and_reconcile_records_the_real_end(tmp_path)
     assert record.container_id not in engine.containers
 
 
-class InterruptedEngine(FakeEngine):
-    """Ctrl-C while following; a second Ctrl-C during the grace period of the stop."""
-
-    def follow_to_exit(self, container_id, on_line):
-        on_line("step=1 loss=0.5")
-        raise KeyboardInterrupt
-
-    def stop(self, container_id, grace_s=10.0):
-        super().stop(container_id, grace_s)
-        self.containers[container_id].exit_code = None
-        self.containers[container_id].status = "running"
-        raise KeyboardInterrupt
-
-
 def test_a_second_ctrl_c_kills_at_once_and_the_run_is_still_recorded(tmp_path):
     store = RunStore.from_settings(Settings(tmp_path / "home"))
-    engine = InterruptedEngine()
-    engine.script(["step=1 loss=0.5"])
+    engine = FakeEngine()
+    # Ctrl-C while following; a second Ctrl-C during the grace period of the stop
+    engine.script(["step=1 loss=0.5"], break_after=1, break_with=KeyboardInterrupt())
+    engine.fail_next("stop", KeyboardInterrupt())
     project = tmp_path / "p"
     project.mkdir()
     with pytest.raises(KeyboardInterrupt):

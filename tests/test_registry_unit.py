@@ -263,16 +263,12 @@ def test_image_fit_uses_the_resolvers_hardware_rule():
     assert image_fit("i", {"Id": "x", "Config": {"Labels": {}}}, host, matrix).fits is None
 
 
-def test_image_inspect_cli_with_a_fake_nvidia_smi(cli, tmp_path, monkeypatch):
+def test_image_inspect_cli_with_a_fake_nvidia_smi(cli, fake_engine):
     """The host is detected from a fake nvidia-smi on PATH (as tests/test_host.py does); the image from a fake engine."""
-    from envbuilder import api
-
     matrix = load_matrix()
     release = matrix.releases_newest_first[0]
     cuda = next(b for b in release.builds if b.sm and b.os == "linux" and b.arch == "x86_64")
-    docker = FakeEngine()
-    docker.images["demo:1"] = _image(cuda.flavor, release.version, ",".join(cuda.sm))
-    monkeypatch.setattr(api, "_engine_for", lambda settings: docker)
+    fake_engine.images["demo:1"] = _image(cuda.flavor, release.version, ",".join(cuda.sm))
     result = cli("image", "inspect", "demo:1", "--gpu", "nvidia", "--cuda-driver", "999.1",
                  "--compute-capability", cuda.sm[-1], "--target-os", "linux", "--target-arch", "x86_64", "--json")
     assert result.exit_code == 0, result.stderr
@@ -284,11 +280,7 @@ def test_image_inspect_cli_with_a_fake_nvidia_smi(cli, tmp_path, monkeypatch):
     assert result.exit_code == 4 and "image-not-found" in result.stderr
 
 
-def test_login_reads_stdin_only_and_keeps_no_password(cli, tmp_path, monkeypatch):
-    from envbuilder import api
-
-    docker = FakeEngine()
-    monkeypatch.setattr(api, "_engine_for", lambda settings: docker)
+def test_login_reads_stdin_only_and_keeps_no_password(cli, fake_engine, monkeypatch):
     result = cli("login", "127.0.0.1:5000", "-u", "ci")
     assert result.exit_code == 2 and "--password-stdin" in result.stderr
     import io
@@ -297,7 +289,7 @@ def test_login_reads_stdin_only_and_keeps_no_password(cli, tmp_path, monkeypatch
     monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
     result = cli("login", "127.0.0.1:5000", "-u", "ci", "--password-stdin")
     assert result.exit_code == 0 and "Login Succeeded" in result.stdout
-    assert docker.calls[-1] == ("login", "127.0.0.1:5000", "ci") and "s3cret" not in repr(docker.calls)
+    assert fake_engine.calls[-1] == ("login", "127.0.0.1:5000", "ci") and "s3cret" not in repr(fake_engine.calls)
 
 
 def test_trusting_a_registry_ca_writes_certs_d(tmp_path):

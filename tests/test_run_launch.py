@@ -83,17 +83,9 @@ def test_a_job_in_a_given_image_is_run_recorded_and_removed(project, settings, e
 
 
 def test_the_container_gets_the_spec(project, settings, engine):
-    started = []
-    original = engine.run_detached
-
-    def spy(image, command, **options):
-        started.append(options)
-        return original(image, command, **options)
-
-    engine.run_detached = spy
     done = run_project(str(project), RunRequest(command=("true",)), settings=settings, image=IMAGE, docker=engine,
                        options=RunOptions(env={"A": "1"}, gpus="none", network="host"))
-    [options] = started
+    [options] = [container.options for container in engine.started]
     assert options["labels"][LABEL_RUN_ID] == done.result.run_id and options["network"] == "host"
     assert options["env"]["A"] == "1" and options["gpus"] is None and options["workdir"] == "/workspace/project"
     # a bare command's files are kept too: its own folder under artifacts/cmd/

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from support.fake_engine import FakeEngine
 
-import envbuilder.docker.engine
 from envbuilder.docker.sdk_engine import _port_bindings
 from envbuilder.docker.socket_engine import _add_ports_and_limits, _create_body
 from envbuilder.docker.streams import split_lines
@@ -40,11 +39,10 @@ def no_gpu() -> bool:
 
 
 @pytest.fixture
-def engine(monkeypatch):
-    engine = FakeEngine()
-    engine.add_image(IMAGE)
-    monkeypatch.setattr(envbuilder.docker.engine, "Docker", lambda *a, **k: engine)
-    return engine
+def engine(fake_engine):
+    """The engine the CLI opens, with the base image in it."""
+    fake_engine.add_image(IMAGE)
+    return fake_engine
 
 
 @pytest.fixture
@@ -124,28 +122,13 @@ def test_a_missing_env_file_is_one_clear_error(tmp_path):
 # --- what reaches the engine --------------------------------------------------------------------------
 
 
-class KeepingEngine(FakeEngine):
-    """Keeps each container's options after it is removed, to check what the run asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started: list[dict] = []
-
-    def run_detached(self, image, command, **options):
-        self.started.append(options)
-        return super().run_detached(image, command, **options)
-
-
-def test_publish_cpus_memory_and_env_file_reach_the_engine_and_the_record(cli, tmp_path, monkeypatch, project):
-    engine = KeepingEngine()
-    engine.add_image(IMAGE)
-    monkeypatch.setattr(envbuilder.docker.engine, "Docker", lambda *a, **k: engine)
+def test_publish_cpus_memory_and_env_file_reach_the_engine_and_the_record(cli, tmp_path, engine, project):
     (tmp_path / "a.env").write_text("X=from-a\nY=from-a\n")
     result = cli("run", str(project), "--image", IMAGE, "-p", "127.0.0.1:8080:80", "--publish", "9000:9000/udp",
                  "--cpus", "1.5", "--memory", "512m", "--env-file", str(tmp_path / "a.env"), "--env", "Y=flag",
                  "--json", "--", "python", "serve.py")
     assert result.exit_code == 0, result.stderr
-    options = engine.started[0]
+    options = engine.started[0].options  # kept after the run removed its container
     assert options["ports"] == [("127.0.0.1", 8080, 80, "tcp"), ("", 9000, 9000, "udp")]
     assert options["cpus"] == 1.5 and options["memory"] == "512m"
     assert options["env"]["X"] == "from-a" and options["env"]["Y"] == "flag"
@@ -217,20 +200,17 @@ def test_the_run_id_is_printed_when_the_run_starts(cli, engine, project):
     assert f"completed run {run_id}" in result.stderr  # and again in the summary at the end
 
 
-def test_run_image_pulls_an_image_that_is_not_here_and_says_so(cli, monkeypatch, project):
-    engine = FakeEngine()
+def test_run_image_pulls_an_image_that_is_not_here_and_says_so(cli, fake_engine, project):
+    engine = fake_engine
     engine.registry["registry.example:5000/team/train:v1"] = {"Id": "sha256:" + "1" * 64,
                                                               "Config": {"Labels": {}, "Env": []}}
-    monkeypatch.setattr(envbuilder.docker.engine, "Docker", lambda *a, **k: engine)
     result = cli("run", str(project), "--image", "registry.example:5000/team/train:v1", "--", "true")
     assert result.exit_code == 0, result.stderr
     assert "envbuilder: pulling registry.example:5000/team/train:v1 (not here yet)" in result.stderr.splitlines()
     assert ("pull", "registry.example:5000/team/train:v1") in engine.calls
 
 
-def test_a_failed_pull_is_the_diagnosed_error(cli, monkeypatch, project):
-    engine = FakeEngine()
-    monkeypatch.setattr(envbuilder.docker.engine, "Docker", lambda *a, **k: engine)
+def test_a_failed_pull_is_the_diagnosed_error(cli, fake_engine, project):
     result = cli("run", str(project), "--image", "nobody/nothing:1", "--", "true")
     assert result.exit_code == 4
     assert result.stderr.splitlines()[-1].startswith(
@@ -238,13 +218,12 @@ def test_a_failed_pull_is_the_diagnosed_error(cli, monkeypatch, project):
     assert "Hint:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_run_shows_its_build_with_the_build_display(cli, monkeypatch, project):
+def test_run_shows_its_build_with_the_build_display(cli, fake_engine, project):
     """Off a terminal, `build`'s display prints the step headers; the job's output follows, below it."""
-    engine = FakeEngine()
+    engine = fake_engine
     engine.add_image(IMAGE, env=["PYTHON_VERSION=3.11.9"])  # the base image's Python, as the real one says it
     engine.build_lines = ["#5 [torch 1/1] RUN uv pip install torch", "#5 0.512 Downloading torch", "#5 DONE 1.2s"]
     engine.script(["from the job"])
-    monkeypatch.setattr(envbuilder.docker.engine, "Docker", lambda *a, **k: engine)
     (project / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\ndependencies = []\n')
     result = cli("run", str(project), "--base-image", IMAGE, "--", "python", "x.py")
     assert result.exit_code == 0, result.stderr

@@ -1,40 +1,22 @@
-"""`envbuilder runs ...` and `envbuilder schema`, run in-process against a store in a temporary data dir."""
+"""`envbuilder runs ...` and `envbuilder schema`, run in-process against a store in a temporary data dir. Docker is
+the shared FakeEngine wherever the CLI opens it (the `fake_engine` fixture); no engine at all is a DOCKER_HOST
+with nothing behind it."""
 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-import types
+from pathlib import Path
 
 import pytest
 
+from envbuilder.errors import DockerError
 from envbuilder.run.store import RunStore
 from envbuilder.settings import Settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def executor(monkeypatch):
-    """Stands in for envbuilder.run.container (the Docker side, another module's job): records what it is asked."""
-    calls: list[tuple] = []
-    module = types.ModuleType("envbuilder.run.container")
-
-    def reconcile_runs(store, settings):
-        calls.append(("reconcile", settings.data_dir))
-        return []
-
-    def stop_run(store, run_id, grace_s, settings):
-        calls.append(("stop", run_id, grace_s))
-        store.finish_run(run_id, "stopped", 143)
-        return store.get(run_id)
-
-    module.reconcile_runs = reconcile_runs
-    module.stop_run = stop_run
-    monkeypatch.setitem(sys.modules, "envbuilder.run.container", module)
-    return calls
+DEAD_PID = 2**22 + 1  # above Linux's pid_max default: no such process
 
 
 @pytest.fixture
@@ -54,7 +36,7 @@ def make_run(store, status="completed", job="train", metrics=True):
     return record
 
 
-def test_list_json_newest_first(cli, store, executor):
+def test_list_json_newest_first(cli, store, fake_engine):
     first = make_run(store)
     second = make_run(store, status="failed", job="eval")
     result = cli("runs", "list", "--json")
@@ -65,27 +47,64 @@ def test_list_json_newest_first(cli, store, executor):
         assert key in rows[0]
     assert rows[0]["status"] == "failed" and rows[0]["exit_code"] == 1
     assert rows[1]["command"] == ["python", "train.py", "--epochs", "2"]
-    assert ("reconcile", store.path.parent) in executor  # the executor reconciled before listing
     assert [r["id"] for r in json.loads(cli("runs", "list", "--json", "--status", "completed").stdout)] == [first.id]
     assert len(json.loads(cli("runs", "list", "--json", "--limit", "1").stdout)) == 1
     assert json.loads(cli("runs", "list", "--json", "--project", "other").stdout) == []
 
 
-def test_list_human(cli, store, executor):
+def test_list_human(cli, store, fake_engine):
     assert "no runs recorded" in cli("runs", "list").stdout
     record = make_run(store)
     result = cli("runs", "list")
     assert result.exit_code == 0 and record.id in result.stdout and "completed" in result.stdout
 
 
-def test_list_without_the_executor_module(cli, store, monkeypatch):
-    monkeypatch.setitem(sys.modules, "envbuilder.run.container", None)  # importing it raises ImportError
-    make_run(store)
+def watched_by_nobody(store, engine, record, lines=(), exit_code=0):
+    """Give the running run a container in the engine, printing `lines`, and a runner that has died (SIGKILL)."""
+    engine.script(lines, exit_code)
+    container = engine.run_detached(record.image, record.command)
+    store.set_container(record.id, container)
+    store.set_owner(record.id, DEAD_PID)
+    return container
+
+
+def test_list_settles_a_run_whose_runner_died_from_its_container(cli, store, fake_engine):
+    record = make_run(store, status="running", metrics=False)
+    container = watched_by_nobody(store, fake_engine, record, ["step=1 loss=0.9", "step=2 loss=0.4"], exit_code=3)
+    fake_engine.wait(container)  # the job ended while nobody watched
+    Path(record.log_path).write_text("step=1 loss=0.9\n")  # what the runner saw before it died
     result = cli("runs", "list", "--json")
-    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 1
+    assert result.exit_code == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert (row["id"], row["status"], row["exit_code"]) == (record.id, "failed", 3)
+    assert ("container_state", container) in fake_engine.calls and container not in fake_engine.containers
+    assert Path(record.log_path).read_text() == "step=1 loss=0.9\nstep=2 loss=0.4\n"  # the rest, from the engine
+    assert store.metric_series(record.id)["loss"] == [(2, 0.4)]
+    watched = make_run(store, status="running", metrics=False)  # its runner is this process: left to it
+    cli("runs", "list")
+    assert store.get(watched.id).status == "running"
 
 
-def test_show_json_has_metrics(cli, store, executor):
+def test_list_without_a_docker_engine(cli, store, monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # the real factory, nothing answering
+    record = make_run(store, status="running")
+    store.set_container(record.id, "c-unknown")
+    store.set_owner(record.id, DEAD_PID)
+    result = cli("runs", "list", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert [row["status"] for row in json.loads(result.stdout)] == ["running"]  # nothing known, nothing changed
+
+
+def test_an_engine_lost_while_reconciling_is_one_note(cli, store, fake_engine):
+    record = make_run(store, status="running")
+    watched_by_nobody(store, fake_engine, record)
+    fake_engine.fail_next("container_state", DockerError("docker-not-running", "Cannot connect to the Docker daemon"))
+    result = cli("runs", "list", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["status"] == "running"
+    assert result.stderr == "envbuilder: note: run states not checked against Docker (docker-not-running)\n"
+
+
+def test_show_json_has_metrics(cli, store, fake_engine):
     record = make_run(store)
     result = cli("runs", "show", record.id, "--json")
     assert result.exit_code == 0, result.stderr
@@ -96,14 +115,14 @@ def test_show_json_has_metrics(cli, store, executor):
     assert record.id in human.stdout and "loss" in human.stdout
 
 
-def test_unknown_run_id(cli, store, executor):
+def test_unknown_run_id(cli, store, fake_engine):
     for command in (["show", "r-missing"], ["logs", "r-missing"], ["stop", "r-missing"], ["plot", "r-missing"]):
         result = cli("runs", *command)
         assert result.exit_code == 1, command
         assert "run-not-found" in result.stderr and "envbuilder runs list" in result.stderr
 
 
-def test_logs_and_tail(cli, store, executor):
+def test_logs_and_tail(cli, store, fake_engine):
     record = make_run(store)
     with open(record.log_path, "w", encoding="utf-8") as log:
         log.write("".join(f"line {i}\n" for i in range(10)))
@@ -111,7 +130,7 @@ def test_logs_and_tail(cli, store, executor):
     assert cli("runs", "logs", record.id, "--tail", "2").stdout == "line 8\nline 9\n"
 
 
-def test_logs_follow_until_the_run_ends(cli, store, executor):
+def test_logs_follow_until_the_run_ends(cli, store, fake_engine):
     record = make_run(store, status="running")
 
     def write_then_finish():
@@ -130,17 +149,32 @@ def test_logs_follow_until_the_run_ends(cli, store, executor):
     assert result.stdout == "epoch 0\nepoch 1\nepoch 2\n"
 
 
-def test_stop_calls_the_executor(cli, store, executor):
-    record = make_run(store, status="running")
+def test_stop_asks_the_engine_with_the_grace_period(cli, store, fake_engine, monkeypatch):
+    monkeypatch.setenv("ENVBUILDER_DOCKER", "/opt/docker/bin/docker")
+    record = make_run(store, status="running", metrics=False)
+    container = watched_by_nobody(store, fake_engine, record, ["step=1 loss=0.5"])
     result = cli("runs", "stop", record.id, "--grace", "3")
     assert result.exit_code == 0, result.stderr
-    assert ("stop", record.id, 3.0) in executor
-    assert store.get(record.id).status == "stopped" and "stopped" in result.stdout
+    assert ("stop", container, 3.0) in fake_engine.calls and fake_engine.opened == ["/opt/docker/bin/docker"]
+    stopped = store.get(record.id)
+    assert (stopped.status, stopped.exit_code, stopped.error) == ("stopped", 143, "stopped on request")
+    assert f"{record.id}: stopped" in result.stdout and container not in fake_engine.containers
+    assert Path(record.log_path).read_text() == "step=1 loss=0.5\n"  # what it printed, though nobody watched
     again = cli("runs", "stop", record.id)
     assert again.exit_code == 0 and "not running" in again.stdout
+    assert [c for c in fake_engine.calls if c[0] == "stop"] == [("stop", container, 3.0)]
 
 
-def test_plot_writes_a_png(cli, store, executor, tmp_path):
+def test_stop_before_the_container_started_needs_no_engine(cli, store, fake_engine):
+    record = make_run(store, status="running", metrics=False)
+    result = cli("runs", "stop", record.id)
+    assert result.exit_code == 0, result.stderr
+    stopped = store.get(record.id)
+    assert stopped.status == "stopped" and "before its container started" in stopped.error
+    assert not [c for c in fake_engine.calls if c[0] in ("stop", "kill", "remove_container")]
+
+
+def test_plot_writes_a_png(cli, store, fake_engine, tmp_path):
     record = make_run(store)
     out = tmp_path / "plot.png"
     result = cli("runs", "plot", record.id, "-o", str(out))

@@ -8,8 +8,6 @@ import csv
 import io
 import json
 import sqlite3
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -25,11 +23,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
-def no_engine(monkeypatch):
-    """runs list/show/rm reconcile through envbuilder.run.container (Docker): stood in for, doing nothing."""
-    module = types.ModuleType("envbuilder.run.container")
-    module.reconcile_runs = lambda store, settings: []
-    monkeypatch.setitem(sys.modules, "envbuilder.run.container", module)
+def engine(fake_engine):
+    """runs list/show/rm reconcile their runs with Docker: the shared FakeEngine, which has no containers."""
+    return fake_engine
 
 
 @pytest.fixture

@@ -173,5 +173,7 @@ def open_engine(docker_binary: str | None = None, *, timeout: int = 120, transpo
     return SdkEngine(docker_binary=docker_binary, timeout=timeout)
 
 
-# The name callers have always constructed: `Docker(binary)` gives the engine chosen for this process.
-Docker = open_engine
+def Docker(docker_binary: str | None = None, *, timeout: int = 120, transport: str = "auto") -> Engine:  # noqa: N802
+    """The name callers have always constructed: the engine open_engine() chooses. It looks open_engine up when
+    called, so that open_engine stays the one place an engine is chosen (tests put a fake engine there)."""
+    return open_engine(docker_binary, timeout=timeout, transport=transport)

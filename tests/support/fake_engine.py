@@ -1,7 +1,12 @@
 """FakeEngine: the one in-memory stand-in for envbuilder.docker.engine.Engine, for tests that fake the Docker
 boundary. It records every call, keeps images (with labels) in a dict, replays scripted container output and
-exit codes, and replays scripted build lines. tests/test_docker_engine.py checks it implements every method of
-the Protocol with the same parameters, so it cannot drift from the real engines.
+exit codes (and a watch broken part-way, as when the engine dies or Ctrl-C comes), replays scripted build lines,
+and fails a method on request. tests/test_docker_engine.py checks it implements every method of the Protocol
+with the same parameters, so it cannot drift from the real engines.
+
+Library calls take the engine as a parameter (docker=, engine=). The CLI opens its own, through
+envbuilder.docker.engine.open_engine, the one place an engine is chosen: the `fake_engine` fixture (registered
+in tests/conftest.py) puts a FakeEngine there, so an in-process CLI run talks to it and nothing else changes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pytest
+
 
 @dataclass
 class FakeContainer:
@@ -24,15 +31,21 @@ class FakeContainer:
     lines: list[str]
     exit_code: int
     status: str = "running"
+    break_after: int = 0
+    break_with: BaseException | None = None  # raised once, by the watch that reaches break_after lines
 
 
 @dataclass(frozen=True)
 class ScriptedRun:
-    """What a container prints and how it exits; `image` None: the next container of any image."""
+    """What a container prints and how it exits; `image` None: the next container of any image.
+    break_with: following the output raises it after `break_after` lines, and the container goes on running
+    (the watcher broke, not the job), as a dead engine's DockerError or a Ctrl-C does."""
 
     lines: tuple[str, ...] = ()
     exit_code: int = 0
     image: str | None = None
+    break_after: int = 0
+    break_with: BaseException | None = None
 
 
 @dataclass
@@ -47,7 +60,10 @@ class FakeEngine:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     builds: list[Any] = field(default_factory=list)
+    started: list[FakeContainer] = field(default_factory=list)  # every container run, kept after its removal
     scripts: list[ScriptedRun] = field(default_factory=list)
+    failures: dict[str, BaseException] = field(default_factory=dict)  # method -> what its next call raises
+    opened: list[str | None] = field(default_factory=list)  # the docker binary of each open_engine() (install_engine)
     registry: dict[str, dict] = field(default_factory=dict)  # ref -> inspect dict: what pull() can fetch
     transport: str = "fake"
     _ids: Any = field(default_factory=lambda: itertools.count(1), repr=False)
@@ -61,9 +77,21 @@ class FakeEngine:
         self.images[ref] = info
         return info
 
-    def script(self, lines: Iterable[str] = (), exit_code: int = 0, *, image: str | None = None) -> None:
+    def script(self, lines: Iterable[str] = (), exit_code: int = 0, *, image: str | None = None,
+               break_after: int = 0, break_with: BaseException | None = None) -> None:
         """The output and exit code of the next container (of `image`: of every container of that image)."""
-        self.scripts.append(ScriptedRun(tuple(lines), exit_code, image))
+        self.scripts.append(ScriptedRun(tuple(lines), exit_code, image, break_after, break_with))
+
+    def fail_next(self, method: str, error: BaseException) -> None:
+        """The next call of `method` (one recorded in calls) is recorded, then raises `error` before doing anything."""
+        if not callable(getattr(self, method, None)):
+            raise ValueError(f"the engine has no method {method!r}")
+        self.failures[method] = error
+
+    def _called(self, *call: Any) -> None:
+        self.calls.append(call)
+        if call[0] in self.failures:
+            raise self.failures.pop(call[0])
 
     def _script_for(self, image: str) -> ScriptedRun:
         for script in self.scripts:
@@ -83,29 +111,29 @@ class FakeEngine:
 
     # --- the Engine --------------------------------------------------------------------------------------
     def ping(self) -> None:
-        self.calls.append(("ping",))
+        self._called("ping")
 
     def image_inspect(self, ref: str) -> dict | None:
-        self.calls.append(("image_inspect", ref))
+        self._called("image_inspect", ref)
         return self.images.get(ref) or next((info for info in self.images.values() if info["Id"] == ref), None)
 
     def tag(self, image: str, ref: str) -> None:
-        self.calls.append(("tag", image, ref))
+        self._called("tag", image, ref)
         info = self.images.get(image) or next(info for info in self.images.values() if info["Id"] == image)
         self.images[ref] = info
 
     def import_image(self, tarball: Path, ref: str, *, changes: Iterable[str] = ()) -> str:
-        self.calls.append(("import_image", Path(tarball), ref, tuple(changes)))
+        self._called("import_image", Path(tarball), ref, tuple(changes))
         labels = dict(change[len("LABEL "):].split("=", 1) for change in changes if change.startswith("LABEL "))
         return self.add_image(ref, labels=labels)["Id"]
 
     def remove_image(self, ref: str, *, force: bool = False) -> None:
-        self.calls.append(("remove_image", ref, force))
+        self._called("remove_image", ref, force)
         self.images.pop(ref, None)
 
     def save_images(self, refs: Sequence[str]) -> Iterator[bytes]:
         """A stand-in archive: the images' inspect dicts as JSON (a real one is a docker-archive tar)."""
-        self.calls.append(("save_images", tuple(refs)))
+        self._called("save_images", tuple(refs))
         missing = [ref for ref in refs if ref not in self.images]
         if missing:
             from envbuilder.errors import DockerError
@@ -116,12 +144,12 @@ class FakeEngine:
 
     def load_images(self, data: BinaryIO) -> tuple[str, ...]:
         archive = json.loads(data.read())
-        self.calls.append(("load_images", tuple(archive)))
+        self._called("load_images", tuple(archive))
         self.images.update(archive)
         return tuple(archive)
 
     def build(self, request: Any, *, on_line: Callable[[str], None], timeout: float | None = None) -> Any:
-        self.calls.append(("build", request.tag))
+        self._called("build", request.tag)
         self.builds.append(request)
         for line in self.build_lines:
             on_line(line)
@@ -144,10 +172,12 @@ class FakeEngine:
                    "gpus": gpus, "shm_size": shm_size, "labels": dict(labels or {}), "network": network,
                    "ports": list(ports), "cpus": cpus, "memory": memory}
         container_id = f"{next(self._ids):064x}"
-        self.calls.append(("run_detached", image, list(command)))
+        self._called("run_detached", image, list(command))
         script = self._script_for(image)
-        self.containers[container_id] = FakeContainer(container_id, image, list(command), options,
-                                                      list(script.lines), script.exit_code)
+        container = FakeContainer(container_id, image, list(command), options, list(script.lines), script.exit_code,
+                                  break_after=script.break_after, break_with=script.break_with)
+        self.containers[container_id] = container
+        self.started.append(container)
         return container_id
 
     def run_once(self, image: str, command: list[str], **run_options: Any) -> tuple[int, list[str]]:
@@ -159,7 +189,7 @@ class FakeEngine:
             self.remove_container(container)
 
     def container_state(self, container_id: str) -> dict | None:
-        self.calls.append(("container_state", container_id))
+        self._called("container_state", container_id)
         container = self._container(container_id)
         if container is None:
             return None
@@ -168,7 +198,7 @@ class FakeEngine:
 
     def pull(self, ref: str, *, what: str | None = None) -> None:
         """Copies registry[ref] into images, else fails as Docker's pull of an unknown repository does."""
-        self.calls.append(("pull", ref))
+        self._called("pull", ref)
         if ref not in self.registry:
             from envbuilder.docker.diagnose import diagnose_docker
 
@@ -179,7 +209,7 @@ class FakeEngine:
     def push(self, ref: str, *, on_line: Callable[[str], None] | None = None) -> str:
         """Copies images[ref] into registry[ref]; the digest is derived from the image id, as a registry's is
         from the image's bytes."""
-        self.calls.append(("push", ref))
+        self._called("push", ref)
         if ref not in self.images:
             from envbuilder.errors import DockerError
 
@@ -188,7 +218,7 @@ class FakeEngine:
         return self._digest(ref)
 
     def registry_digest(self, ref: str) -> str | None:
-        self.calls.append(("registry_digest", ref))
+        self._called("registry_digest", ref)
         return self._digest(ref) if ref in self.registry else None
 
     def _digest(self, ref: str) -> str:
@@ -197,22 +227,28 @@ class FakeEngine:
         return "sha256:" + hashlib.sha256(self.registry[ref]["Id"].encode()).hexdigest()
 
     def login(self, registry: str, username: str, password: str) -> str:
-        self.calls.append(("login", registry, username))  # never the password: tests check it is not kept
+        self._called("login", registry, username)  # never the password: tests check it is not kept
         return "Login Succeeded"
 
     def stream_logs(self, container_id: str, on_line: Callable[[str], None],
                     on_progress: Callable[[str], None] | None = None) -> None:
         """Scripted lines are split as the engines split real output: a line with carriage returns (a progress
         bar) comes in its last state, its earlier states to on_progress."""
-        self.calls.append(("stream_logs", container_id))
+        self._called("stream_logs", container_id)
         from envbuilder.docker.streams import split_lines
 
         container = self._container(container_id)
         # each redraw (a piece starting with \r) arrives on its own, as a program's separate writes do
         raw = [piece for line in (container.lines if container is not None else [])
                for piece in re.split(rb"(?=\r)", line.encode() + b"\n") if piece]
-        for line in split_lines(((1, chunk) for chunk in raw), on_progress):
+        broken = container.break_with if container is not None else None
+        for seen, line in enumerate(split_lines(((1, chunk) for chunk in raw), on_progress)):
+            if broken is not None and seen == container.break_after:
+                break
             on_line(line)
+        if broken is not None:
+            container.break_with = None  # once: a watch started after the engine is back sees everything
+            raise broken
         container = self._container(container_id)
         if container is not None:
             self._finish(container)
@@ -229,7 +265,7 @@ class FakeEngine:
         return self.wait(container_id)
 
     def wait(self, container_id: str) -> int:
-        self.calls.append(("wait", container_id))
+        self._called("wait", container_id)
         container = self._container(container_id)
         if container is None:
             return -1
@@ -237,28 +273,28 @@ class FakeEngine:
         return container.exit_code
 
     def stop(self, container_id: str, grace_s: float = 10.0) -> None:
-        self.calls.append(("stop", container_id, grace_s))
+        self._called("stop", container_id, grace_s)
         container = self._container(container_id)
         if container is not None and container.status == "running":
             container.status, container.exit_code = "exited", 143
 
     def kill(self, container_id: str, signal: str = "KILL") -> None:
-        self.calls.append(("kill", container_id, signal))
+        self._called("kill", container_id, signal)
         container = self._container(container_id)
         if container is not None and container.status == "running":
             container.status, container.exit_code = "exited", 137
 
     def remove_container(self, container_id: str) -> None:
-        self.calls.append(("remove_container", container_id))
+        self._called("remove_container", container_id)
         self.containers.pop(container_id, None)
 
     def containers_labelled(self, key: str, value: str) -> list[str]:
-        self.calls.append(("containers_labelled", key, value))
+        self._called("containers_labelled", key, value)
         return [c.id for c in self.containers.values() if c.options["labels"].get(key) == value]
 
     def images_labelled(self, key: str, value: str | None = None) -> list[dict]:
         """Summaries as GET /images/json gives them: one per image id, with every tag it has."""
-        self.calls.append(("images_labelled", key, value))
+        self._called("images_labelled", key, value)
         found: dict[str, dict] = {}
         for ref, info in self.images.items():
             labels = info["Config"]["Labels"]
@@ -267,3 +303,22 @@ class FakeEngine:
                                                         "Created": info.get("Created", 0), "Size": info.get("Size", 0)})
                 summary["RepoTags"].append(ref)
         return list(found.values())
+
+
+def install_engine(monkeypatch: pytest.MonkeyPatch, engine: FakeEngine) -> FakeEngine:
+    """Make `engine` the one every envbuilder.docker.engine.open_engine() (and so Docker()) call returns, for this
+    test. The arguments of each opening are kept in engine.opened."""
+    import envbuilder.docker.engine
+
+    def open_fake(docker_binary: str | None = None, *, timeout: int = 120, transport: str = "auto") -> FakeEngine:
+        engine.opened.append(docker_binary)
+        return engine
+
+    monkeypatch.setattr(envbuilder.docker.engine, "open_engine", open_fake)
+    return engine
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    """A FakeEngine that the code under test (an in-process CLI run included) gets whenever it opens Docker."""
+    return install_engine(monkeypatch, FakeEngine())
