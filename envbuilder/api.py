@@ -73,6 +73,7 @@ def plan_project(
     index_required: bool = True,
     network: NetworkOptions | None = None,
     project: ProjectSpec | None = None,
+    netrc: Path | None = None,
 ) -> tuple[ProjectSpec, Plan]:
     """Read the project, detect (or take) the target, and resolve its plan. Raises EnvbuilderError.
 
@@ -85,6 +86,8 @@ def plan_project(
     highest Python on which everything installs. Offline or with no index reachable, the matrix alone decides,
     and the plan warns that the other dependencies were not checked.
     network is completed from the project's [defaults] (project_network); `project`: SOURCE already read.
+    Credentials in torch_index are used to read it and left out of the plan; without them, the mirror's login
+    comes from `netrc` (a build's --netrc file), else $NETRC or ~/.netrc.
     """
     from envbuilder.resolve.plan import ResolveRequest, TargetFlags
     from envbuilder.resolve.resolver import resolve
@@ -99,7 +102,11 @@ def plan_project(
     if host is None:
         host = detect_for(flags)
     target: Target = target_for(host, flags, matrix)
-    available, unread = _served_torch(torch_index, network.find_links, index_required)
+    available, unread = _served_torch(torch_index, network.find_links, index_required, netrc)
+    if torch_index:  # the plan (its JSON, labels, records) names the mirror without credentials
+        from envbuilder.redact import split_credentials
+
+        torch_index = split_credentials(torch_index)[0]
     plan = resolve(project, target, matrix, request, available, torch_index_url=torch_index)
     fit = check_python_fit(project, plan, matrix, available, settings=settings, network=network)
     if fit is not None:
@@ -110,8 +117,8 @@ def plan_project(
     return project, plan
 
 
-def _served_torch(torch_index: str | None, find_links: tuple[str, ...],
-                  index_required: bool) -> tuple[IndexSnapshot | None, Notice | None]:
+def _served_torch(torch_index: str | None, find_links: tuple[str, ...], index_required: bool,
+                  netrc: Path | None = None) -> tuple[IndexSnapshot | None, Notice | None]:
     """What the build will install torch from, read before resolving so that the plan only picks what is served:
     the --torch-index-url mirror, else the torch wheels of the --find-links folders (a wheelhouse without the
     plan's Python is refused now, naming the Pythons it has, not mid-build). (snapshot, the notice of a mirror
@@ -123,7 +130,7 @@ def _served_torch(torch_index: str | None, find_links: tuple[str, ...],
     if not torch_index:
         return snapshot_wheelhouse(find_links), None
     try:
-        return snapshot_index(torch_index), None
+        return snapshot_index(torch_index, netrc_file=netrc), None
     except EnvbuilderError as exc:
         # A build needs the mirror anyway, so it fails here, early; a render may be for another network.
         if index_required:
@@ -233,7 +240,7 @@ def build_project(
     registry: where to reuse the image from (the content-addressed tag) and push it; None: the `registry`
     default (envbuilder.defaults), for reuse only. cache_from/cache_to: registry layer caches; platform: "linux/arm64" (buildx).
     """
-    from envbuilder.build.image import build_image
+    from envbuilder.build.image import build_image, credentials_netrc
     from envbuilder.build.inputs import check_image_tag
     from envbuilder.resolve.plan import ResolveRequest
 
@@ -248,7 +255,7 @@ def build_project(
     network = project_network(spec, network)  # the base image (and the registry) may be the project's default
     request = pin_base_python(ResolveRequest() if request is None else request, network.base_image, engine)
     spec, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings, network=network,
-                              project=spec)
+                              project=spec, netrc=netrc)
     locked = None
     if lock is not None:
         from envbuilder.build.lockfile import load_lock
@@ -261,12 +268,14 @@ def build_project(
     extra = BuildRequestOptions(labels=build_labels(plan, Path(spec.source.path), load_settings_matrix(settings)),
                                 cache_from=tuple(cache_from), cache_to=cache_to, platform=platform,
                                 extra_tags=tuple(extra_tags))
-    built = build_image(
-        plan, network.render_options(netrc=netrc is not None), project_dir=Path(spec.source.path),
-        settings=settings, docker=engine, tag=tag, dockerfile_override=dockerfile, network=network.network,
-        proxies=network.proxy_env(), ca_cert=Path(network.ca_cert) if network.ca_cert else None, netrc=netrc,
-        on_line=on_line, force=no_cache, locked=locked, registry=registry, extra=extra,
-    )
+    # Credentials in the URL options reach the build as its netrc secret only (a temporary 0600 file).
+    with credentials_netrc(network.credentials(), netrc) as build_netrc:
+        built = build_image(
+            plan, network.render_options(netrc=netrc is not None), project_dir=Path(spec.source.path),
+            settings=settings, docker=engine, tag=tag, dockerfile_override=dockerfile, network=network.network,
+            proxies=network.proxy_env(), ca_cert=Path(network.ca_cert) if network.ca_cert else None,
+            netrc=build_netrc, on_line=on_line, force=no_cache, locked=locked, registry=registry, extra=extra,
+        )
     return ProjectBuild(spec, plan, built)
 
 

@@ -41,7 +41,10 @@ _ENTRIES = (
         "request-invalid": "a resolve request (--python, --flavor, pins) is not a valid value",
         "target-invalid": "the declared target (OS, arch, GPU, driver) is incomplete or contradictory",
         "unknown-compute-capability": "--compute-capability names no GPU generation the matrix knows",
-        "credentials-in-url": "an index URL carries user:password@; pass credentials with --netrc instead",
+        "credentials-in-url": "an index URL that a Dockerfile or lock would keep (a project's declared index) carries "
+                              "user:password@; pass credentials with --netrc instead",
+        "credentials-unusable": "the credentials in the URL options cannot become the build's .netrc (two logins "
+                                "for one host, characters a .netrc cannot hold, a host also in --netrc FILE)",
         "url-invalid": "an index, find-links or proxy option is not a URL pip and uv can use (no scheme, ftp://, spaces)",
         "ca-cert-invalid": "the --ca-cert file is not a regular file of PEM certificates",
         "image-tag-invalid": "--tag is not a valid Docker image name (NAME[:TAG], lowercase)",
@@ -183,7 +186,6 @@ _ENTRIES = (
         "matplotlib-missing": "plotting needs matplotlib (pip install 'envbuilder[plot]')",
         "no-metrics": "the run has no finite metric values to plot (it recorded none, or only NaN/inf)",
         "log-missing": "the run's log file is gone",
-        "stop-unavailable": "the run cannot be stopped (it is not running here)",
         "run-not-found": "no recorded run has this id",
         "run-ambiguous": "the id prefix matches several runs",
         "run-id-exhausted": "no free run id could be made",

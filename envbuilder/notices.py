@@ -83,6 +83,11 @@ NOTICE_CODES: dict[str, tuple[str, str]] = {
     "onnxruntime-unavailable": ("resolve", "no onnxruntime release in the matrix fits the Python; left to the installer"),
     "unlisted-wheel": ("resolve", "the torch wheel named by URL is outside the matrix; what the matrix cannot "
                                   "tell (kernels, driver floor, companions) is not checked"),
+    # BuiltImage.notices (printed as build lines too): envbuilder.build.context
+    "secret-in-context": ("build", "files that look like secrets (.env, keys, cloud credentials) are in the build "
+                                   "context, so the image keeps them; the default ignores leave the common ones out"),
+    "large-context": ("build", "the build context is over 200 MB: its biggest folders are named; data belongs in "
+                               ".dockerignore and run-time mounts, not in an image layer"),
     # Submission.notices (kept on the run too): envbuilder.cluster.submit
     "cluster-mounts-dropped": ("submit", "the job's data mounts the Kubernetes profile maps no volume for are not "
                                          "in the Job (map them in [clusters.NAME.volumes])"),

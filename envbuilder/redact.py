@@ -1,7 +1,9 @@
 """Credentials in URLs: find them and keep them out of messages, records, labels and image history.
 
 redact_url works on one URL; redact_text on any message that may quote URLs (git's errors, a proxy's answer,
-an exception's text), and is what the CLI applies to every line it prints about a failure.
+an exception's text), and is what the CLI applies to every line it prints about a failure. split_credentials
+takes them out of a URL so they can travel apart from it; url_credentials and netrc_text turn the credentials
+of index URLs into the .netrc file that uv, pip and curl read (a build's BuildKit secret).
 Pure string functions; must not import anything of ours.
 """
 
@@ -60,3 +62,35 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     host = parts.netloc.rpartition("@")[2]
     clean = parts._replace(netloc=host).geturl()
     return clean, unquote(parts.username or ""), None if parts.password is None else unquote(parts.password)
+
+
+# netrc is whitespace-separated tokens; uv, pip and curl differ on quoting, so a token must need none.
+_NETRC_TOKEN = re.compile(r"^[^\s'\"\\#]+$")
+
+
+def url_credentials(urls) -> dict[str, tuple[str, str | None]]:
+    """{host: (user, password)} of every http(s) URL among `urls` that carries credentials.
+
+    A .netrc file names one login per host (`machine` is a host name, without port), so two URLs of one host
+    with different credentials cannot both be honoured: ValueError, naming the host. So does a value that a
+    .netrc file cannot hold (whitespace, quotes, '#', a backslash)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for url in urls:
+        if not url or not url_has_credentials(url):
+            continue
+        _, user, password = split_credentials(url)
+        user, password = user or "", password or None  # `TOKEN@host`, `TOKEN:@host`: a token as the login
+        host = (urlsplit(url).hostname or "").lower()
+        if any(v is not None and not _NETRC_TOKEN.match(v) for v in (user or "x", password)):
+            raise ValueError(f"the credentials in {redact_url(url)} hold characters a .netrc file cannot carry "
+                             "(whitespace, quotes, '#' or a backslash)")
+        if found.get(host, (user, password)) != (user, password):
+            raise ValueError(f"two URLs give different credentials for {host}, and a .netrc file holds one per host")
+        found[host] = (user, password)
+    return found
+
+
+def netrc_text(credentials: dict[str, tuple[str, str | None]]) -> str:
+    """The .netrc file of url_credentials' answer: one `machine HOST login USER [password PASSWORD]` line each."""
+    return "".join(f"machine {host} login {user}" + (f" password {password}" if password is not None else "") + "\n"
+                   for host, (user, password) in sorted(credentials.items()))

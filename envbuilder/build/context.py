@@ -11,11 +11,14 @@ pattern is compiled by `pathspec` with a leading `/` rather than by code of our 
 with the digests, so a no-op build does not import it).
 
 `context_digest` hashes what BuildKit would send (relative path, file type and mode, content) so that a
-build key changes exactly when the image's COPY layers could. Must not import docker or the CLI.
+build key changes exactly when the image's COPY layers could. The same walk (`survey_context`) sizes the
+context by top-level entry and names the files that look like secrets, for `context_notices`: a `.env` that a
+project's `!` pattern brought back, a 2 GB `data/` about to become an image layer. Must not import docker or the CLI.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -25,7 +28,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuilder.notices import Notice
+from envbuilder.render.dockerfile import SECRET_FILES, SECRET_PATHS, SECRET_TEMPLATES
+
 PROJECT_IGNORE_FILE = ".dockerignore"
+LARGE_CONTEXT_BYTES = 200 * 1000 * 1000  # BuildKit sends it all on a first build, and COPY makes it a layer
+# Names that look like secrets beyond the default ignores (which hold the common ones): warned about, not ignored,
+# as a project may mean them (a test fixture's key, a template).
+SECRET_LOOKING = (*SECRET_FILES, "secrets.*", ".secrets", "*.secret", "client_secret*.json", "credentials",
+                  "credentials.*", "service-account*.json", "*.keystore", "*.jks", "*.ppk", "*.kdbx", ".htpasswd")
+_TEMPLATE_SUFFIXES = (".example", ".sample", ".template", ".dist", ".pub")
 
 
 def parse_ignore(text: str) -> list[str]:
@@ -58,11 +70,28 @@ class IgnoreSpec:
     """Compiled ignore patterns, in order: (regex over a relative path, True to exclude / False to re-include)."""
 
     rules: tuple[tuple[re.Pattern[str], bool], ...]
+    negations: tuple[str, ...] = ()  # the "!" patterns, cleaned, without the "!"
 
     @property
     def negates(self) -> bool:
         """Some pattern re-includes with "!", so an ignored folder may still hold context files."""
         return any(not exclude for _, exclude in self.rules)
+
+    def may_reinclude_below(self, folder: str) -> bool:
+        """Whether some "!" pattern could match this folder, one above it or a path below it, so that the ignored
+        folder must still be walked. Moby's walker asks the same with a prefix test; this follows wildcards,
+        segment by segment, and answers yes when unsure (`**`)."""
+        parts = folder.split("/")
+        return any(_may_match_below(parts, pattern.split("/")) for pattern in self.negations)
+
+
+def _may_match_below(folder: list[str], pattern: list[str]) -> bool:
+    for depth, name in enumerate(folder):
+        if depth >= len(pattern) or pattern[depth] == "**":
+            return True  # the pattern names a folder at or above this one, or any depth from here
+        if not fnmatch.fnmatchcase(name, pattern[depth]):
+            return False
+    return True
 
 
 def ignore_spec(patterns: Iterable[str], *, cache: Path | None = None) -> IgnoreSpec:
@@ -85,7 +114,8 @@ def ignore_spec(patterns: Iterable[str], *, cache: Path | None = None) -> Ignore
         compiled = [[regex, exclude] for regex, exclude in compiled if exclude is not None]
         if cache is not None:
             _save_json(cache, {"\n".join(lines): compiled})
-    return IgnoreSpec(tuple((re.compile(regex), bool(exclude)) for regex, exclude in compiled))
+    negations = tuple(line[2:] for line in lines if line.startswith("!"))
+    return IgnoreSpec(tuple((re.compile(regex), bool(exclude)) for regex, exclude in compiled), negations)
 
 
 def is_ignored(relpath: str, rules: IgnoreSpec) -> bool:
@@ -103,8 +133,6 @@ def iter_context(project_dir: Path, patterns: Sequence[str], *,
     """(relative path, lstat) of every file, link and folder the context holds, in a stable order."""
     root = Path(project_dir)
     rules = ignore_spec(patterns, cache=rules_cache)
-    # With no `!` rule nothing under an ignored folder can come back, so the walk skips it (as Docker does).
-    can_prune = not rules.negates
 
     def walk(folder: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         try:
@@ -116,7 +144,9 @@ def iter_context(project_dir: Path, patterns: Sequence[str], *,
             st = entry.stat(follow_symlinks=False)
             ignored = is_ignored(rel, rules)
             if stat.S_ISDIR(st.st_mode):
-                if ignored and can_prune:
+                # Nothing under an ignored folder can come back unless a `!` rule reaches into it: skip it (as
+                # Docker does), which keeps a .venv or .git of 100,000 files out of the walk.
+                if ignored and not rules.may_reinclude_below(rel):
                     continue
                 if not ignored:
                     yield rel, st
@@ -127,14 +157,32 @@ def iter_context(project_dir: Path, patterns: Sequence[str], *,
     yield from walk(root, "")
 
 
+@dataclass(frozen=True)
+class ContextSurvey:
+    """What one walk of the context found: its digest, its size, where the size is, what looks like a secret."""
+
+    digest: str  # context_digest's answer
+    size: int  # bytes of the regular files BuildKit would send
+    entries: tuple[tuple[str, int], ...]  # (top-level file or folder, bytes under it), biggest first
+    secrets: tuple[str, ...]  # relative paths of included files whose names look like secrets
+
+
 def context_digest(project_dir: Path, ignore_patterns: Sequence[str], *, cache: Path | None = None) -> str:
-    """sha256 (hex) over the included files' relative paths, types, modes and contents.
+    """sha256 (hex) over the included files' relative paths, types, modes and contents (survey_context's digest)."""
+    return survey_context(project_dir, ignore_patterns, cache=cache).digest
+
+
+def survey_context(project_dir: Path, ignore_patterns: Sequence[str], *, cache: Path | None = None) -> ContextSurvey:
+    """Walk the context once: its digest (relative paths, types, modes, contents), size per top-level entry, and
+    the included files that look like secrets.
 
     With `cache`, file hashes are reused while a file's (size, mtime, inode) is unchanged, as git's index does.
     """
     root = Path(project_dir)
     known = _load_json(cache)
     fresh: dict[str, list] = {}
+    sizes: dict[str, int] = {}
+    secrets: list[str] = []
     h = hashlib.sha256()
     rules_cache = cache.with_name(cache.stem + "-ignore.json") if cache is not None else None
     for rel, st in iter_context(root, ignore_patterns, rules_cache=rules_cache):
@@ -149,12 +197,58 @@ def context_digest(project_dir: Path, ignore_patterns: Sequence[str], *, cache: 
             hit = known.get(rel)
             payload = hit[1] if hit and hit[0] == signature else _file_sha256(root / rel)
             fresh[rel] = [signature, payload]
+            top = rel.split("/", 1)[0] + ("/" if "/" in rel else "")
+            sizes[top] = sizes.get(top, 0) + st.st_size
+            if looks_secret(rel):
+                secrets.append(rel)
         else:  # sockets, fifos: BuildKit skips them too
             continue
         h.update(f"{kind}\0{rel}\0{mode:o}\0{payload}\n".encode())
     if cache is not None and fresh != known:
         _save_json(cache, fresh)
-    return h.hexdigest()
+    entries = tuple(sorted(sizes.items(), key=lambda item: (-item[1], item[0])))
+    return ContextSurvey(h.hexdigest(), sum(sizes.values()), entries, tuple(secrets))
+
+
+def looks_secret(relpath: str) -> bool:
+    """Whether a context path's name looks like a secret: a key, a .env file, a cloud tool's credentials. Templates
+    (`.env.example`, `*.sample`) and public keys (`*.pub`) do not."""
+    name = relpath.rsplit("/", 1)[-1]
+    if name in SECRET_TEMPLATES or name.lower().endswith(_TEMPLATE_SUFFIXES):
+        return False
+    if any(fnmatch.fnmatchcase(name.lower(), pattern) for pattern in SECRET_LOOKING):
+        return True
+    wrapped = f"/{relpath}/"
+    return any(f"/{path}/" in wrapped for path in SECRET_PATHS)
+
+
+def context_notices(survey: ContextSurvey, *, large: int = LARGE_CONTEXT_BYTES) -> tuple[Notice, ...]:
+    """What a build should say about its context: files that look like secrets (`secret-in-context`) and a
+    context over `large` bytes (`large-context`), naming its biggest entries."""
+    notices = []
+    if survey.secrets:
+        shown = ", ".join(survey.secrets[:5]) + (f" and {len(survey.secrets) - 5} more" if len(survey.secrets) > 5 else "")
+        notices.append(Notice(
+            "secret-in-context", f"the build context holds files that look like secrets, which the image would "
+            f"keep: {shown}", "add them to the project's .dockerignore (and remove any `!` line that brings them "
+            "back); pass secrets at run time (`run --env-file`) instead"))
+    if survey.size > large:
+        biggest = ", ".join(f"{name} {human_size(size)}" for name, size in survey.entries[:3])
+        notices.append(Notice(
+            "large-context", f"the build context is {human_size(survey.size)} (over {human_size(large)}), and "
+            f"becomes an image layer: {biggest}", "list data, checkpoints and outputs in the project's "
+            ".dockerignore, and mount them at run time (a job's `mounts`, or `run --mount SRC:DST`)"))
+    return tuple(notices)
+
+
+def human_size(size: int) -> str:
+    """Bytes in decimal units, as `du -h --si` and Docker's image sizes show them: 312 MB, 1.2 GB."""
+    value, unit = float(size), "B"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
 
 
 def _file_sha256(path: Path) -> str:

@@ -14,15 +14,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
+import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuilder.build.context import context_digest, ignore_file_text, ignore_patterns
+from envbuilder.build.context import context_notices, ignore_file_text, ignore_patterns, survey_context
 from envbuilder.build.inputs import check_ca_bundle, check_image_tag
 from envbuilder.build.key import KEY_TAG_LENGTH, base_identity, base_images
 from envbuilder.build.progress import BuildProgress, BuildStep
@@ -35,8 +37,10 @@ from envbuilder.build.registry import (
     push_refs,
 )
 from envbuilder.build.spec import BuildRequestOptions, BuildSpec, build_spec, dockerfile_text, served_options
-from envbuilder.errors import EnvbuilderError, ProjectError
+from envbuilder.errors import EnvbuilderError, ProjectError, UsageError
 from envbuilder.imagelayout import LABEL_BASE, LABEL_PYTHON
+from envbuilder.notices import Notice
+from envbuilder.redact import netrc_text
 from envbuilder.render import CA_SECRET_ID, RenderOptions
 from envbuilder.render.dockerfile import default_ignores
 from envbuilder.render.network import LockedPackage
@@ -64,6 +68,7 @@ class BuiltImage:
     reused: str | None = None  # REGISTRY/REPO:TAG pulled instead of building (built elsewhere)
     digest: str | None = None  # the registry's manifest digest of the content-addressed reference
     pushed: tuple[str, ...] = ()  # references pushed by this build
+    notices: tuple[Notice, ...] = ()  # about the context: secrets in it, its size (build.context.context_notices)
 
     def to_json(self) -> dict:
         return {
@@ -71,6 +76,7 @@ class BuiltImage:
             "log": str(self.log) if self.log else None, "build_key": self.build_key, "seconds": round(self.seconds, 3),
             "tags": list(self.tags), "reused": self.reused, "digest": self.digest, "pushed": list(self.pushed),
             "steps": [dataclasses.asdict(s) for s in self.steps],
+            "notices": [dataclasses.asdict(n) for n in self.notices],
         }
 
 
@@ -102,6 +108,8 @@ def build_image(
     `registry`: a missing image is pulled from registry.repository when it holds the content-addressed tag
     (unless reuse is off), and with registry.push the image is pushed there. `extra`: more local tags, build-time
     labels, --cache-from/--cache-to and --platform (its tag, network, proxies and secrets are taken from above).
+    What the context walk finds (secrets, a large context) is reported through on_line, cached build or not,
+    and kept in BuiltImage.notices.
     """
     started = time.monotonic()
     project_dir = Path(project_dir).resolve()
@@ -119,7 +127,11 @@ def build_image(
     options = options.model_copy(update={"ca_cert": options.ca_cert or ca_cert is not None,
                                          "netrc": options.netrc or netrc is not None})
     patterns = ignore_patterns(project_dir, default_ignores(plan))
-    digest = context_digest(project_dir, patterns, cache=_digest_cache(settings, project_dir))
+    survey = survey_context(project_dir, patterns, cache=_digest_cache(settings, project_dir))
+    digest, notices = survey.digest, context_notices(survey)
+    for notice in notices:  # before the lookup: a cached image holds the same files
+        if on_line:
+            on_line(f"# envbuilder: warning: {notice.message}. Hint: {notice.hint}")
     override = dockerfile_override.read_text(encoding="utf-8") if dockerfile_override else None
     bases: dict[str, str] = {}
 
@@ -144,12 +156,40 @@ def build_image(
         if found is not None:
             if registry is not None and registry.push:
                 found = _ensure_pushed(found, spec, docker, registry, on_line)
-            return dataclasses.replace(found, seconds=time.monotonic() - started)
+            return dataclasses.replace(found, seconds=time.monotonic() - started, notices=notices)
     built = run_build(spec, docker, settings, respec=spec_for, on_line=on_line, timeout=timeout)
     if registry is not None and registry.push:
         pushed = push_image(docker, built.image_id, push_refs(registry, built.build_key), on_line=on_line)
         built = dataclasses.replace(built, digest=pushed.digest, pushed=pushed.refs)
-    return dataclasses.replace(built, seconds=time.monotonic() - started)
+    return dataclasses.replace(built, seconds=time.monotonic() - started, notices=notices)
+
+
+@contextlib.contextmanager
+def credentials_netrc(credentials: Mapping[str, tuple[str, str | None]], netrc: Path | None) -> Iterator[Path | None]:
+    """The build's netrc secret: `netrc` as given when no URL carries credentials; else a temporary file (0600)
+    holding a line per credentialed host and then the given file, removed when the build is done.
+
+    A host named both in a URL and in the given file is refused: which login wins differs between uv, pip and
+    curl (first or last entry), and a build must not depend on it."""
+    if not credentials:
+        yield netrc
+        return
+    given = ""
+    if netrc is not None:
+        given = Path(netrc).read_text(encoding="utf-8", errors="replace")
+        words = given.split()
+        both = sorted(set(credentials) & {words[i + 1].lower() for i, w in enumerate(words[:-1]) if w == "machine"})
+        if both:
+            raise UsageError("credentials-unusable", f"{both[0]} has credentials both in a URL option and in {netrc}",
+                             "keep one: the URL without user:password@, or the file without that machine")
+    fd, name = tempfile.mkstemp(prefix="envbuilder-netrc-")  # 0600, and only this process knows its name
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(netrc_text(dict(credentials)) + given)
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 def _reuse(spec: BuildSpec, docker: Engine, registry: RegistryOptions) -> BuiltImage | None:
@@ -344,4 +384,4 @@ def find_logs(settings: Settings, key: str) -> Sequence[Path]:
     return sorted(settings.logs_dir.glob(f"build-{key[:KEY_TAG_LENGTH]}-*.log"))
 
 
-__all__ = ["BuiltImage", "build_image", "find_built", "find_logs", "run_build"]
+__all__ = ["BuiltImage", "build_image", "credentials_netrc", "find_built", "find_logs", "run_build"]

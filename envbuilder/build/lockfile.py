@@ -28,9 +28,10 @@ def find_uv() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("uv")
 
 
-def resolve_lock(plan: Plan, options: RenderOptions, *, uv: str | None = None,
-                 timeout: float = RESOLVE_TIMEOUT_S) -> tuple[LockedPackage, ...]:
-    """Resolve the plan's full package set for its target with hashes, by running `uv pip compile`."""
+def resolve_lock(plan: Plan, options: RenderOptions, *, uv: str | None = None, timeout: float = RESOLVE_TIMEOUT_S,
+                 netrc: Path | None = None) -> tuple[LockedPackage, ...]:
+    """Resolve the plan's full package set for its target with hashes, by running `uv pip compile`.
+    netrc: index credentials for uv (its NETRC), so that no URL on its command line carries them."""
     from envbuilder.proc import run_command
 
     uv = uv or find_uv()
@@ -40,6 +41,8 @@ def resolve_lock(plan: Plan, options: RenderOptions, *, uv: str | None = None,
     env = {"UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
     if options.ca_cert_path:
         env.update(SSL_CERT_FILE=options.ca_cert_path)
+    if netrc is not None:
+        env.update(NETRC=str(netrc))
     requirements = "".join(f"{r}\n" for r in lock_requirements(plan, options))
     result = run_command(compile_argv(plan, options, uv), timeout=timeout, env=env, stdin_data=requirements)
     if result.timed_out:

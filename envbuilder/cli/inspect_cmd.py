@@ -45,8 +45,10 @@ def inspect(ctx: click.Context, path_or_url: str, ref: str | None, as_json: bool
             payload["target"] = evaluated
         emit_json(payload)
         return
+    from envbuilder.redact import redact_text
+
     for line in _describe(spec, torch_family(spec), evaluated):
-        click.echo(line)
+        click.echo(redact_text(line))  # a declared index may carry user:token@ (docs/security.md)
 
 
 def _python_for(requires_python: str | None) -> str:

@@ -15,15 +15,37 @@ def settings_of(ctx: click.Context):
 
 
 def emit_json(value: Any) -> None:
+    from envbuilder.redact import redact_text
+
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
-    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+    # A project's own files may name an index as https://user:token@host (docs/security.md): never printed.
+    click.echo(redact_text(json.dumps(value, indent=2, sort_keys=False, default=str)))
+
+
+class _Redacted:
+    """stdout or stderr as it is at each write (tests and callers swap them), with URL credentials redacted."""
+
+    def __init__(self, stderr: bool) -> None:
+        self.stderr = stderr
+
+    @property
+    def stream(self):
+        return sys.stderr if self.stderr else sys.stdout
+
+    def write(self, text: str) -> int:
+        from envbuilder.redact import redact_text
+
+        return self.stream.write(redact_text(text))
+
+    def __getattr__(self, name: str):  # isatty, fileno, flush, encoding: the stream's own
+        return getattr(self.stream, name)
 
 
 def console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(file=_Redacted(stderr), highlight=False)
 
 
 def stderr_may_be_terminal() -> bool:

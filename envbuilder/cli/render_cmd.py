@@ -88,8 +88,14 @@ def lock(ctx: click.Context, source: str, ref: str | None, flags, request, netwo
 
     project, plan = plan_project(source, ref=ref, flags=flags, request=request, settings=settings_of(ctx),
                                  network=network, index_required=False)
-    options = project_network(project, network).render_options()
-    resolved = None if no_resolve else resolve_lock(plan, options)
+    network = project_network(project, network)
+    options = network.render_options()
+    resolved = None
+    if not no_resolve:
+        from envbuilder.build.image import credentials_netrc
+
+        with credentials_netrc(network.credentials(), None) as netrc:  # URL credentials reach uv as its NETRC
+            resolved = resolve_lock(plan, options, netrc=netrc)
     _emit(render_lock(plan, options, resolved, format=fmt), output)
 
 

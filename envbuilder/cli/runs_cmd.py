@@ -26,11 +26,9 @@ def _store(ctx: click.Context):
 
 
 def _reconcile(ctx: click.Context, store) -> None:
-    """Let the executor fail runs whose container is gone; runs can be listed without it (or Docker)."""
-    try:
-        from envbuilder.run.container import reconcile_runs
-    except ImportError:
-        return
+    """Let the executor settle runs whose container is gone; runs can be listed without Docker."""
+    from envbuilder.run.container import reconcile_runs
+
     try:
         reconcile_runs(store, settings_of(ctx))
     except DockerError as exc:
@@ -310,11 +308,8 @@ def stop(ctx: click.Context, run_id: str, grace_s: float) -> None:
     if not record.running:
         click.echo(f"{record.id} is not running ({record.status})")
         return
-    try:
-        from envbuilder.run.container import stop_run
-    except ImportError as exc:
-        raise EnvbuilderError("stop-unavailable", f"cannot stop runs: {exc}",
-                              "reinstall envbuilder; `docker stop` on the run's container also works") from None
+    from envbuilder.run.container import stop_run
+
     stop_run(store, record.id, grace_s, settings_of(ctx))
     click.echo(f"{record.id}: {store.get(record.id).status}")
 

@@ -14,7 +14,6 @@ uv's text. Must not import docker, the CLI, or the resolver's modules other than
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import html.parser
@@ -34,8 +33,9 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from envbuilder.index.snapshot import index_request
 from envbuilder.proc import CommandResult, run_command
-from envbuilder.redact import redact_url
+from envbuilder.redact import netrc_text, redact_url, split_credentials, url_credentials
 from envbuilder.resolve.python_fit import (Blocker, InstallReport, InstallRequest, PythonProbe, not_checked,
                                            wheel_blocker)
 from envbuilder.settings import Settings
@@ -106,14 +106,8 @@ def parse_index_page(body: str, content_type: str) -> tuple[IndexFile, ...]:
 
 def _open(url: str, timeout: float) -> tuple[str, str]:
     """GET url (credentials in it become a Basic header, never part of a message); returns (body, content type)."""
-    parts = urllib.parse.urlsplit(url)
-    headers = {"Accept": ACCEPT}
-    if parts.username or parts.password:
-        user = urllib.parse.unquote(parts.username or "")
-        secret = urllib.parse.unquote(parts.password or "")
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
-        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
-    request = urllib.request.Request(url, headers=headers)
+    bare, user, password = split_credentials(url)
+    request = index_request(bare, ACCEPT, user, password)
     # The default context loads the system store (and honours SSL_CERT_FILE): an intercepting proxy's CA works.
     with urllib.request.urlopen(request, timeout=timeout, context=ssl.create_default_context()) as response:
         return response.read().decode("utf-8", "replace"), response.headers.get("Content-Type", "")
@@ -271,15 +265,27 @@ UV_ENV = {
 
 def _probe_one(uv: str, request: InstallRequest, python: str, workdir: Path, settings: Settings,
                pages: IndexPages, timeout: float) -> PythonProbe | CommandResult:
-    """One Python's verdict, or the CommandResult when uv could not ask the index at all."""
+    """One Python's verdict, or the CommandResult when uv could not ask the index at all.
+
+    Index credentials reach uv through a .netrc in the probe's private folder (its NETRC), never its command
+    line, which every user of the machine can read in the process list."""
     requirements = workdir / "requirements.in"
     requirements.write_text("".join(f"{r}\n" for r in request.requirements), encoding="utf-8")
     constraints = None
     if request.pins:
         constraints = workdir / "constraints.txt"
         constraints.write_text("".join(f"{p}\n" for p in request.pins), encoding="utf-8")
-    argv = compile_argv(uv, request, python, requirements, constraints, settings.data_dir / "uv-cache")
-    result = run_command(argv, timeout=timeout, env=UV_ENV, cwd=workdir)
+    credentials = url_credentials((request.index_url, *request.extra_index_urls, *request.find_links))
+    env = dict(UV_ENV)
+    if credentials:
+        (workdir / "netrc").write_text(netrc_text(credentials), encoding="utf-8")
+        (workdir / "netrc").chmod(0o600)  # in a 0700 folder of its own already; uv, like curl, may check
+        env["NETRC"] = str(workdir / "netrc")
+    bare = dataclasses.replace(request, index_url=request.index_url and split_credentials(request.index_url)[0],
+                               extra_index_urls=tuple(split_credentials(u)[0] for u in request.extra_index_urls),
+                               find_links=tuple(split_credentials(u)[0] for u in request.find_links))
+    argv = compile_argv(uv, bare, python, requirements, constraints, settings.data_dir / "uv-cache")
+    result = run_command(argv, timeout=timeout, env=env, cwd=workdir)
     if not result.ok:
         if result.missing or result.timed_out or _UV_TOO_OLD.search(result.stderr) or (
                 _UNREACHABLE.search(result.stderr) and "No solution found" not in result.stderr):
@@ -351,6 +357,10 @@ def check_installability(request: InstallRequest, settings: Settings, *, offline
     uv = uv or find_uv()
     if not uv:
         return not_checked(platform, "uv was not found")
+    try:
+        url_credentials((request.index_url, *request.extra_index_urls, *request.find_links))
+    except ValueError as exc:  # the build refuses them too (credentials-unusable), with a hint
+        return not_checked(platform, str(exc))
     started = time.monotonic()
     cache = settings.data_dir / "index-cache"
     pages, verdicts = IndexPages(cache, ttl_s), TtlStore(cache / "verdicts", ttl_s)

@@ -96,12 +96,25 @@ def default_base_image(plan: Plan) -> str:
     return f"python:{plan.python}-slim-bookworm"
 
 
-# What never belongs in an image's context: VCS data, virtualenvs, caches, run outputs. Data folders stay in.
-# The one list: `render -o` writes it as FILE.dockerignore, and builds put the project's .dockerignore after it.
+# Secrets, at any depth: an image's layers are readable by whoever can pull it, and `COPY . ` copies them all.
+# File names (any folder), then paths (credential files of cloud and cluster tools, kept under a home folder).
+SECRET_FILES = (
+    ".env*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", ".pypirc",
+    "credentials.json", "*.p12", "*.pfx", ".git-credentials",
+)
+SECRET_PATHS = (".aws/credentials", ".config/gcloud", ".azure", ".docker/config.json", ".kube/config")
+# Templates that hold no secret and that a project's code or docs may want in the image. Re-included at the
+# project's root only: a `**/` exception would make every ignored folder (.venv, .git) worth walking.
+SECRET_TEMPLATES = (".env.example",)
+
+# What never belongs in an image's context: VCS data, virtualenvs, caches, run outputs, secrets. Data folders
+# stay in (build/context.py warns when they make the context large). The one list: `render -o` writes it as
+# FILE.dockerignore, and builds put the project's .dockerignore after it.
 DEFAULT_IGNORES = (
     ".git", ".hg", ".svn", ".venv", "venv", "runtime/venv", "**/__pycache__", "**/*.py[cod]",
     "**/.ipynb_checkpoints", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "*.egg-info",
     "node_modules", ".envbuilder", "artifacts", "runs", "Dockerfile.dockerignore",
+    *(f"**/{name}" for name in (*SECRET_FILES, *SECRET_PATHS)), *(f"!{name}" for name in SECRET_TEMPLATES),
 )
 
 

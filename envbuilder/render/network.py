@@ -3,7 +3,10 @@
 `install_steps` decides, once for every output format, which requirements are installed in which step and
 from which indexes, so a Dockerfile, a bash script, a PowerShell script and a lock agree. `NetworkOptions`
 is what the CLI's network flags produce (mirrors, CA bundle, proxies); it turns into RenderOptions for
-the renderers and into build arguments/secrets for the builder. Pure: no I/O. Must not import docker or proc.
+the renderers and into build arguments/secrets for the builder. URL options may carry credentials
+(user:password@): NetworkOptions keeps them as given (readers of the indexes need them), RenderOptions gets the
+URLs without them, and they reach builds as the netrc secret (`credentials`, redact.netrc_text), so no rendered
+file, plan, label or record holds them. Pure: no I/O. Must not import docker or proc.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Literal
 
 from envbuilder.errors import EnvbuilderError, UsageError
 from envbuilder.project.spec import TORCH_COMPANIONS
-from envbuilder.redact import redact_url, url_has_credentials
+from envbuilder.redact import redact_url, split_credentials, url_credentials, url_has_credentials
 from envbuilder.resolve.plan import Plan
 from envbuilder.render import RenderOptions
 from envbuilder.values import Value
@@ -204,18 +207,35 @@ class NetworkOptions(Value):
 
     def render_options(self, *, venv: str | None = None, copy_project: bool = True, netrc: bool = False,
                        uv_version: str | None = None) -> RenderOptions:
-        """RenderOptions with the same meaning: the CA becomes a BuildKit secret (Dockerfile) and a path (scripts)."""
+        """RenderOptions with the same meaning: the CA becomes a BuildKit secret (Dockerfile) and a path (scripts);
+        URLs lose their credentials, which a Dockerfile then reads from the netrc secret (see `credentials`)."""
         extra = {"uv_version": uv_version} if uv_version else {}
         return RenderOptions(
-            base_image=self.base_image, index_url=self.index_url, extra_index_urls=self.extra_index_urls,
-            torch_index_url=self.torch_index_url, find_links=self.find_links, ca_cert=self.ca_cert is not None,
-            ca_cert_path=self.ca_cert, netrc=netrc, venv=venv, copy_project=copy_project, **extra,
+            base_image=self.base_image, index_url=_bare(self.index_url),
+            extra_index_urls=tuple(_bare(u) for u in self.extra_index_urls),
+            torch_index_url=_bare(self.torch_index_url), find_links=tuple(_bare(u) for u in self.find_links),
+            ca_cert=self.ca_cert is not None, ca_cert_path=self.ca_cert, netrc=netrc or bool(self.credentials()),
+            venv=venv, copy_project=copy_project, **extra,
         )
+
+    def credentials(self) -> dict[str, tuple[str, str | None]]:
+        """{host: (user, password)} of the URL options that carry credentials: what a build's netrc secret holds.
+        UsageError when a .netrc file cannot hold them (two logins for one host, characters it cannot quote)."""
+        try:
+            return url_credentials((self.index_url, *self.extra_index_urls, self.torch_index_url, *self.find_links))
+        except ValueError as exc:
+            raise UsageError("credentials-unusable", str(exc),
+                             "give each host one login, or put the credentials in a .netrc file and pass "
+                             "--netrc FILE with the URLs bare") from None
 
     def proxy_env(self) -> dict[str, str]:
         """Proxy variables, both spellings (see proxy_build_args)."""
         return proxy_build_args({"HTTP_PROXY": self.http_proxy, "HTTPS_PROXY": self.https_proxy,
                                  "NO_PROXY": self.no_proxy})
+
+
+def _bare(url: str | None) -> str | None:
+    return None if url is None else split_credentials(url)[0]
 
 
 def proxy_build_args(proxies: Mapping[str, str | None]) -> dict[str, str]:
