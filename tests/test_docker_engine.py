@@ -673,3 +673,15 @@ def test_a_real_container_keeps_stdout_and_stderr_lines_whole(image):
               "sys.stderr.write('warning\\n'); sys.stderr.flush(); time.sleep(0.2)\nprint('0.25')")
     code, lines = Docker(transport="socket").run_once(image, ["python3", "-c", script])
     assert code == 0 and sorted(lines) == ["loss=0.25", "warning"]
+
+
+@pytest.mark.docker
+def test_the_socket_engine_hands_sdk_work_and_builds_to_its_own_socket(monkeypatch):
+    """Pull, push, load and builds go through the SDK or the docker CLI; they must reach the engine this object
+    talks to, not whatever DOCKER_HOST names (found by a benchmark driving a private engine)."""
+    from envbuilder.docker.socket_engine import SocketEngine
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    engine = SocketEngine("/var/run/docker.sock")
+    assert engine.client.ping() is True
+    assert engine.docker_host == "unix:///var/run/docker.sock"

@@ -72,6 +72,16 @@ def test_base_identity_prefers_a_pinned_or_pulled_digest_over_the_local_id():
     assert base_identity("nvidia/cuda:12", None, None) == ""
 
 
+def test_a_base_pushed_under_another_name_keeps_its_image_id_as_identity():
+    """A base made here and once pushed elsewhere (a test registry, a mirror) is known by its image id, as on a
+    machine that loaded it: the other repository's digest would give the two machines different keys."""
+    digest = "sha256:" + "b" * 64
+    pushed_elsewhere = {"Id": "sha256:local", "RepoDigests": [f"127.0.0.1:5000/t/x@{digest}"]}
+    loaded_copy = {"Id": "sha256:local", "RepoDigests": []}
+    ref = "envbuilder/base-python:3.11-bookworm"
+    assert base_identity(ref, pushed_elsewhere) == base_identity(ref, loaded_copy) == "sha256:local"
+
+
 def test_a_ca_bundle_given_or_not_leaves_the_key_as_it_is(project, tmp_path):
     ca = Path("/etc/ssl/certs/ca-certificates.crt")
     if not ca.is_file():

@@ -55,7 +55,7 @@ def key_tag(repo: str, key: str) -> str:
 
 def base_identity(ref: str, info: Mapping | None, registry_digest: str | None = None) -> str:
     """What identifies base image `ref` on every machine: the digest pinned in the reference, else the registry
-    digest the local image was pulled with (its RepoDigests), else, for a base made here and never pushed (by
+    digest the local image was pulled with under this repository (its RepoDigests), else, for a base made here (by
     `envbuilder base bootstrap`), its image id (a digest of its config, kept by docker save/load), else what the
     registry answers for the reference (a machine that has not pulled it yet), else "" (no registry reachable:
     the reference alone). info: the local image's inspect dict, None when it is not here."""
@@ -67,7 +67,9 @@ def base_identity(ref: str, info: Mapping | None, registry_digest: str | None = 
         if name == repo or name.endswith("/" + repo) or repo.endswith("/" + name):
             return digest
     if info is not None:
-        return digests[0][2] if digests else str(info.get("Id", ""))
+        # A digest under another repository (the base pushed elsewhere once) is not what a machine that loaded or
+        # pulled this reference sees; the image id (a digest of its config) is the same on all of them.
+        return str(info.get("Id", ""))
     return registry_digest or ""
 
 

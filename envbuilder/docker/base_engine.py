@@ -45,6 +45,10 @@ class EngineBase(ABC):
     """What both engines share on top of their primitives (run_detached, wait, remove_container, _log_chunks):
     output split into lines, following a container to its exit, throwaway containers and BuildKit builds."""
 
+    # The engine's address for the docker CLI and the SDK when they must reach this same engine; None: whatever
+    # DOCKER_HOST / the docker context names.
+    docker_host: str | None = None
+
     def __init__(self, *, docker_binary: str | None, timeout: int | None) -> None:
         self._docker_binary = docker_binary
         self._timeout = timeout
@@ -148,7 +152,8 @@ class EngineBase(ABC):
 
         if request.platform:
             check_platform(self.build_cli, request.platform)
-        result = run_build(self.build_cli, request, on_line=on_line, timeout=timeout)
+        result = run_build(self.build_cli, request, on_line=on_line, timeout=timeout,
+                           docker_host=self.docker_host)
         if request.cache_to and not self.build_cli.exports_cache:
             # Inline cache: the cache metadata rides in the image's config, so the image itself, pushed under
             # the cache reference, is the cache a later --cache-from reads.

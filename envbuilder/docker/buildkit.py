@@ -186,9 +186,11 @@ def cache_argv(cli: BuildCli, request: BuildRequest) -> list[str]:
 
 
 def run_build(cli: BuildCli, request: BuildRequest, *, on_line: Callable[[str], None],
-              timeout: float | None = None) -> CommandResult:
-    """Run one BuildKit build, streaming its plain progress lines. Raises a diagnosed DockerError on failure."""
-    result = run_command(build_argv(cli, request), env=cli.env(), timeout=timeout, on_line=on_line, keep_lines=400)
+              timeout: float | None = None, docker_host: str | None = None) -> CommandResult:
+    """Run one BuildKit build, streaming its plain progress lines. Raises a diagnosed DockerError on failure.
+    docker_host: the engine to build on (the engine object's own), else whatever DOCKER_HOST names."""
+    env = {**cli.env(), **({"DOCKER_HOST": docker_host} if docker_host else {})}
+    result = run_command(build_argv(cli, request), env=env, timeout=timeout, on_line=on_line, keep_lines=400)
     if not result.ok:
         if result.timed_out:
             raise DockerError("build-timeout", f"the build ran past {timeout:.0f} s", "raise --timeout or check the log")

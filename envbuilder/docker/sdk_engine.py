@@ -21,15 +21,21 @@ class SdkEngine(EngineBase):
 
     transport = "sdk"
 
-    def __init__(self, *, docker_binary: str | None = None, timeout: int | None = 120) -> None:
+    def __init__(self, *, docker_binary: str | None = None, timeout: int | None = 120,
+                 base_url: str | None = None) -> None:
         super().__init__(docker_binary=docker_binary, timeout=timeout)
+        # None: the engine DOCKER_HOST / the docker context names; the socket engine passes its own socket, so
+        # the work it hands over (pull, push, load) reaches the same engine whatever DOCKER_HOST says.
+        self.base_url = base_url
+        self.docker_host = base_url
 
     @cached_property
     def client(self) -> Any:
         import docker  # deferred: heavy import, and only commands that touch Docker need it
 
         try:
-            client = docker.from_env(timeout=self._timeout)
+            client = (docker.DockerClient(base_url=self.base_url, timeout=self._timeout) if self.base_url
+                      else docker.from_env(timeout=self._timeout))
             client.ping()
             return client
         except Exception as exc:  # the SDK raises several types for "no engine"

@@ -198,13 +198,14 @@ class SocketEngine(EngineBase):
     def __init__(self, path: str, *, docker_binary: str | None = None, timeout: int | None = 120) -> None:
         super().__init__(docker_binary=docker_binary, timeout=timeout)
         self.path = path
+        self.docker_host = f"unix://{path}"  # for the docker CLI (builds): the same engine, whatever DOCKER_HOST says
         self.api = EngineSocket(path, timeout=timeout)
 
     @cached_property
     def _sdk(self) -> Any:
         from envbuilder.docker.sdk_engine import SdkEngine
 
-        return SdkEngine(docker_binary=self._docker_binary, timeout=self._timeout)
+        return SdkEngine(docker_binary=self._docker_binary, timeout=self._timeout, base_url=self.docker_host)
 
     @property
     def client(self) -> Any:
