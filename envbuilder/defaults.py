@@ -18,7 +18,6 @@ Foundation: imports only errors, notices' peers and the standard library; no pyd
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -169,6 +168,8 @@ def table_issues(table: Any, *, project: bool) -> list[tuple[str, str]]:
             elif value and "ca-cert" in names:
                 issues.append((name, "ca-cert and host-ca are alternatives; keep one"))
         elif key is None:
+            import difflib  # only for a misspelt key's suggestion
+
             close = difflib.get_close_matches(normal, known, n=1)
             issues.append((name, "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")))
         else:

@@ -15,13 +15,10 @@ new token reuses the clone. Must not import docker, nor pydantic at import time.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
 import shutil
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -34,6 +31,7 @@ from envbuilder.settings import private_dir
 # The values (pydantic) and the readers are imported where a project is fetched or read: `run --image` asks
 # looks_like_git_url of a local folder and must not load them (tests/test_execute_docker.py).
 if TYPE_CHECKING:
+    import tarfile
     from envbuilder.project.spec import ProjectSource, ProjectSpec
 
 _SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -192,6 +190,8 @@ class _Remote:
         clean, user, password = split_credentials(url)
         if user is None and password is None:
             return cls(url, {})
+        import base64
+
         token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
         parts = urlsplit(clean)
         # Scoped to scheme://host[:port]/: a redirect to another host never gets the header.
@@ -238,6 +238,8 @@ def _ensure_repo(remote: _Remote, settings, *, update: bool) -> Path:
         return git_dir
     private_dir(git_dir.parent, root=settings.data_dir)
     # Clone beside the final name and rename: a concurrent run sees either nothing or a complete clone.
+    import tempfile  # only when fetching: `run PATH` asks looks_like_git_url on every run
+
     tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=git_dir.parent))
     try:
         result = _git(["clone", "--bare", "--quiet", "--", url, str(tmp / "repo.git")], timeout=CLONE_TIMEOUT,
@@ -285,6 +287,8 @@ def _export(git_dir: Path, commit: str, dest: Path, *, root: Path) -> Path:
     if dest.is_dir():
         return dest
     private_dir(dest.parent, root=root)
+    import tempfile  # only when fetching: `run PATH` asks looks_like_git_url on every run
+
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
     try:
         archive = tmp / "tree.tar"
@@ -294,6 +298,8 @@ def _export(git_dir: Path, commit: str, dest: Path, *, root: Path) -> Path:
                                "the cache may be damaged; delete it and retry", context={"git_dir": str(git_dir)})
         tree = tmp / "tree"
         tree.mkdir()
+        import tarfile
+
         with tarfile.open(archive) as tar:
             # The data filter refuses absolute paths, `..` and links out of the tree: the repository is untrusted.
             if hasattr(tarfile, "data_filter"):
@@ -317,7 +323,7 @@ def _move_into_place(made: Path, dest: Path) -> None:
             raise
 
 
-def _check_members(tar: tarfile.TarFile, root: Path) -> None:  # pragma: no cover
+def _check_members(tar: "tarfile.TarFile", root: Path) -> None:  # pragma: no cover
     for member in tar.getmembers():
         target = (root / member.name).resolve()
         if not target.is_relative_to(root.resolve()) or member.isdev():

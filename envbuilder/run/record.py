@@ -8,7 +8,8 @@ Must not import docker, pydantic (the plan's module is imported only when given 
 
 from __future__ import annotations
 
-import secrets
+import os
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -33,7 +34,7 @@ def new_run_id(now: datetime | None = None) -> str:
     """`r-YYYYMMDD-HHMMSS-xxxx` (UTC): sorts by start time, readable, and short enough to type. Drawn before the
     run is recorded when its artifacts folder is named after it (envbuilder.run.artifacts)."""
     now = now or datetime.now(timezone.utc)
-    return f"r-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"r-{now:%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
 
 
 @dataclass(frozen=True)
