@@ -7,6 +7,7 @@ only after a build of many minutes. Uses the standard library only; must not imp
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from pathlib import Path
@@ -21,14 +22,24 @@ def check_ca_bundle(path: str | Path, what: str = "--ca-cert") -> Path:
         raise EnvbuilderError("ca-cert-missing", f"CA bundle {file} does not exist", f"pass a PEM file to {what}")
     if not file.is_file():  # a FIFO would block the read, a folder is no bundle
         raise UsageError("ca-cert-invalid", f"{what} {file} is not a regular file", f"pass a PEM file to {what}")
-    try:
-        ssl.create_default_context().load_verify_locations(cafile=str(file))
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    stat = file.stat()
+    reason = _pem_problem(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if reason is not None:
         raise UsageError("ca-cert-invalid", f"{what} {file} is not a PEM CA bundle ({reason})",
                          "pass PEM certificates (-----BEGIN CERTIFICATE-----); convert a DER file with "
-                         "`openssl x509 -inform der -in FILE -out FILE.pem`") from None
+                         "`openssl x509 -inform der -in FILE -out FILE.pem`")
     return file.resolve()
+
+
+@functools.lru_cache(maxsize=8)
+def _pem_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """Why OpenSSL refuses the bundle, or None. Loading a system bundle costs ~40 ms, and the flags, the build and
+    the registry each check the same file in one command: keyed by size and mtime, it is read once."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
+    return None
 
 
 # Docker's reference grammar (github.com/distribution/reference, reference.go): [registry[:port]/]path[:tag],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
 
 from envbuilder.errors import ProjectError
 from envbuilder.notices import Notice
@@ -36,6 +35,8 @@ PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 def read_environment_yml(text: str, origin: str = "environment.yml") -> Found:
     """Read a conda environment file: dependencies (conda match specs) and their `pip:` list."""
+    import yaml  # ~0.1 s to import: only projects that have an environment.yml pay for it
+
     try:
         data = yaml.safe_load(text)
     except RecursionError:
