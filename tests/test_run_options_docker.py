@@ -158,7 +158,7 @@ def test_a_progress_bar_is_stored_as_its_last_state(cli, project, base_image):
                  "import sys, time\n"
                  "for i in range(1, 21):\n"
                  "    sys.stderr.write(f'\\r{i * 5:3d}%|' + '#' * i); sys.stderr.flush(); time.sleep(0.01)\n"
-                 "sys.stderr.write('\\n'); print('done')")
+                 "sys.stderr.write('\\ndone\\n')")  # one stream: stdout and stderr have no order between them
     assert result.exit_code == 0, result.stderr
     log = Path(json.loads(result.stdout)["log_path"]).read_text()
     assert log.splitlines() == ["100%|" + "#" * 20, "done"]
