@@ -45,9 +45,14 @@ def load_settings_matrix(settings: Settings) -> Matrix:
     return load_matrix(override=settings.matrix_override)
 
 
+def declares_target(flags: TargetFlags) -> bool:
+    """Whether the flags declare the whole target, so that nothing about the host is probed."""
+    return flags.gpu is not None and flags.os is not None and flags.arch is not None
+
+
 def detect_for(flags: TargetFlags) -> HostInfo | None:
     """Detect the host unless the flags declare the whole target (a GPU-less CI resolving for a cloud GPU)."""
-    if flags.gpu is not None and flags.os is not None and flags.arch is not None:
+    if declares_target(flags):
         return None
     from envbuilder.host.probes import detect_host  # only when probing: it loads subprocess and the parsers
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuilder.build.memo import stat_signature
 from envbuilder.notices import Notice
 from envbuilder.render.dockerfile import SECRET_FILES, SECRET_PATHS, SECRET_TEMPLATES
 
@@ -165,6 +166,8 @@ class ContextSurvey:
     size: int  # bytes of the regular files BuildKit would send
     entries: tuple[tuple[str, int], ...]  # (top-level file or folder, bytes under it), biggest first
     secrets: tuple[str, ...]  # relative paths of included files whose names look like secrets
+    # (relative path, build.memo.stat_signature) of every entry, as stat'ed before its contents were hashed
+    signatures: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 def context_digest(project_dir: Path, ignore_patterns: Sequence[str], *, cache: Path | None = None) -> str:
@@ -183,10 +186,12 @@ def survey_context(project_dir: Path, ignore_patterns: Sequence[str], *, cache: 
     fresh: dict[str, list] = {}
     sizes: dict[str, int] = {}
     secrets: list[str] = []
+    signatures: list[tuple[str, tuple[int, ...]]] = []
     h = hashlib.sha256()
     rules_cache = cache.with_name(cache.stem + "-ignore.json") if cache is not None else None
     for rel, st in iter_context(root, ignore_patterns, rules_cache=rules_cache):
         mode = stat.S_IMODE(st.st_mode)
+        signatures.append((rel, stat_signature(st)))
         if stat.S_ISDIR(st.st_mode):
             kind, payload = "d", ""
         elif stat.S_ISLNK(st.st_mode):
@@ -207,7 +212,7 @@ def survey_context(project_dir: Path, ignore_patterns: Sequence[str], *, cache: 
     if cache is not None and fresh != known:
         _save_json(cache, fresh)
     entries = tuple(sorted(sizes.items(), key=lambda item: (-item[1], item[0])))
-    return ContextSurvey(h.hexdigest(), sum(sizes.values()), entries, tuple(secrets))
+    return ContextSurvey(h.hexdigest(), sum(sizes.values()), entries, tuple(secrets), tuple(signatures))
 
 
 def looks_secret(relpath: str) -> bool:

@@ -69,6 +69,9 @@ class BuiltImage:
     digest: str | None = None  # the registry's manifest digest of the content-addressed reference
     pushed: tuple[str, ...] = ()  # references pushed by this build
     notices: tuple[Notice, ...] = ()  # about the context: secrets in it, its size (build.context.context_notices)
+    bases: tuple[str, ...] = ()  # the base images the Dockerfile starts from
+    # (path relative to the context, signature) of every context entry, as walked for the key (build.memo)
+    context_signatures: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -156,12 +159,14 @@ def build_image(
         if found is not None:
             if registry is not None and registry.push:
                 found = _ensure_pushed(found, spec, docker, registry, on_line)
-            return dataclasses.replace(found, seconds=time.monotonic() - started, notices=notices)
+            return dataclasses.replace(found, seconds=time.monotonic() - started, notices=notices, bases=tuple(bases),
+                                       context_signatures=survey.signatures)
     built = run_build(spec, docker, settings, respec=spec_for, on_line=on_line, timeout=timeout)
     if registry is not None and registry.push:
         pushed = push_image(docker, built.image_id, push_refs(registry, built.build_key), on_line=on_line)
         built = dataclasses.replace(built, digest=pushed.digest, pushed=pushed.refs)
-    return dataclasses.replace(built, seconds=time.monotonic() - started, notices=notices)
+    return dataclasses.replace(built, seconds=time.monotonic() - started, notices=notices, bases=tuple(bases),
+                               context_signatures=survey.signatures)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import click
 
 from envbuilder.cli.netopts import network_options
 from envbuilder.cli.options import image_input_options, target_options
-from envbuilder.cli.output import console, emit_json, settings_of, stderr_may_be_terminal
+from envbuilder.cli.output import console, present_build, settings_of, stderr_may_be_terminal
 
 
 @click.command()
@@ -50,39 +50,30 @@ def build(ctx: click.Context, source: str, ref: str | None, flags, request, netw
     REGISTRY/REPO:<build key> and pulled when another machine built it. Ctrl-C stops the build and keeps the
     previous image.
     """
-    from envbuilder.api import build_project
+    from envbuilder.api import build_project, declares_target
     from envbuilder.build.registry import RegistryOptions, check_repository
+    from envbuilder.cli import memo
 
     registry = None
     if push is not None:
         registry = RegistryOptions(check_repository(push), push=True, reuse=not no_reuse, tags=tags)
     if platform is not None:
         flags = _platform_flags(flags, platform)
-    verbose = bool(ctx.find_root().obj.get("verbose"))
+    root, settings = ctx.find_root().obj, settings_of(ctx)
+    verbose = bool(root.get("verbose"))
+    # A memo lets the same command answer at once next time while nothing it read changes (envbuilder.cli.memo).
+    observed = memo.observe(root.get("argv"), source, settings) if not (verbose or push or ref) else None
     with _progress(verbose) as on_line:
         done = build_project(source, ref=ref, flags=flags, request=request, network=network,
-                             settings=settings_of(ctx), tag=None if push else (tags[0] if tags else None),
+                             settings=settings, tag=None if push else (tags[0] if tags else None),
                              extra_tags=() if push else tags[1:], dockerfile=dockerfile, netrc=netrc, lock=lock_file,
                              no_cache=no_cache, on_line=on_line, registry=registry, cache_from=cache_from,
                              cache_to=cache_to, platform=platform)
-    built, plan, result = done.image, done.plan, done.to_json()
-    if as_json:
-        result.pop("steps")
-        emit_json(result)
-        return
-    out = console()
-    if built.reused:
-        state = f"reused [bold]{built.reused}[/] (built elsewhere)"
-    else:
-        state = "[green]cached[/] (no build needed)" if built.cached else f"built in {built.seconds:.1f} s"
-    out.print(f"[bold]{built.image}[/]  {state}", soft_wrap=True)
-    out.print(f"  torch {plan.torch.local}, Python {plan.python}; also tagged {', '.join(built.tags[1:])}")
-    for pushed in built.pushed:
-        out.print(f"  pushed {pushed}", soft_wrap=True)
-    if built.digest:
-        out.print(f"  digest {built.digest}", soft_wrap=True)
-    if built.log:
-        out.print(f"  log: {built.log}", soft_wrap=True)
+    answer = done.to_json()
+    answer.pop("steps")
+    memo.remember(observed, done, answer, as_json=as_json, settings=settings, detected=not declares_target(flags),
+                  read=(network.ca_cert, *network.find_links))
+    present_build(answer, as_json)
 
 
 _PLATFORM_ARCH = {"linux/amd64": "x86_64", "linux/x86_64": "x86_64", "linux/arm64": "aarch64",
