@@ -239,7 +239,7 @@ def test_a_failed_run_carries_the_hint_and_the_cli_prints_it(tmp_path):
     result = execute_run(spec_for(project), docker=engine, store=store)
     assert result.status == "failed" and "--with einops" in result.hint
     assert result.to_json()["hint"] == result.hint
-    from envbuilder.cli.run_cmd import _exit_with
+    from envbuilder.cli.run_flow import exit_with as _exit_with
     from envbuilder.errors import JobEnded
 
     with pytest.raises(JobEnded) as caught:

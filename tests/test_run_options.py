@@ -339,7 +339,7 @@ def test_shell_without_a_docker_cli_says_so(cli, engine, project, monkeypatch):
 def test_on_a_terminal_a_redrawn_bar_is_rewritten_in_place(monkeypatch):
     import io
 
-    from envbuilder.cli.run_cmd import JobOutput
+    from envbuilder.cli.run_flow import JobOutput
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -1,8 +1,9 @@
 """The `envbuilder` command line's entry point.
 
-`main` first asks envbuilder.cli.memo whether this is an unchanged `build` it can answer from its memo, before
-click, pydantic or the resolver are imported (a no-op build then costs a few stat calls); everything else goes to
-the click group in envbuilder.cli.app, which turns every failure into one line and an exit code.
+`main` takes two paths that never import click, pydantic or the resolver, because for them the import time is
+most of the command's cost: an unchanged `build` answered from its memo (envbuilder.cli.memo), and a plain
+`run --image IMAGE -- CMD` (envbuilder.cli.runargs). Everything else goes to the click group in
+envbuilder.cli.app. Either way envbuilder.cli.failures turns every failure into one line and an exit code.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     answered = answer_from_memo(args)
     if answered is not None:
         return answered
+    from envbuilder.cli.runargs import plain_run, run_plain
+
+    parsed = plain_run(args)
+    if parsed is not None:
+        code = run_plain(parsed)
+        if code is not None:
+            return code
     from envbuilder.cli.app import main as run_app
 
     return run_app(args)
