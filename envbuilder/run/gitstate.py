@@ -7,6 +7,7 @@ user's: "dubious ownership") records no commit. Must not import docker, the stor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from envbuilder.proc import run_command
@@ -31,6 +32,8 @@ def parse_git_status(text: str) -> tuple[str | None, bool | None]:
 def git_state(folder: Path) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the work tree holding `folder`, dirty counting tracked files under `folder` only
     (a project inside a larger repository is not dirty because of its neighbours); (None, None) without git."""
+    if not _may_be_in_work_tree(Path(folder)):
+        return None, None
     result = run_command(["git", "-C", str(folder), "status", "--porcelain=v2", "--branch", "--untracked-files=no",
                           "--ignore-submodules=dirty", "--", "."], timeout=_TIMEOUT_S,
                          # status refreshes the index under a lock by default; the user's own git may hold it
@@ -38,3 +41,12 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
     if not result.ok:
         return None, None
     return parse_git_status(result.stdout)
+
+
+def _may_be_in_work_tree(folder: Path) -> bool:
+    """False when no `.git` is in `folder` or above it and $GIT_DIR is unset: git would only say so, and starting
+    it costs a run about 5 ms (more behind version-manager shims on PATH)."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    folder = folder.resolve()
+    return any(os.path.lexists(os.path.join(d, ".git")) for d in (folder, *folder.parents))
