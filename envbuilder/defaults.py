@@ -27,11 +27,6 @@ from typing import Any
 
 from envbuilder.errors import ProjectError, UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 TABLE = "defaults"
 NETWORKS = ("default", "host", "none")
 # Debian/Ubuntu, Red Hat/Fedora, then macOS/Alpine: where each keeps the system's CA bundle.
@@ -298,11 +293,20 @@ def project_layer(table: Mapping[str, Any] | None, project_dir: Path, origin: st
                            "fix the path (relative to the project folder), or remove the key") from None
 
 
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
 def user_layer(paths: Iterable[Path], environ: Mapping[str, str]) -> Layer | None:
     """The [defaults] table of the first user config that exists; None when there is none (or it has no table)."""
     for path in paths:
         if not path.is_file():
             continue
+        tomllib = _toml()  # only when a config exists: most runs have none, and the parser is ~3 ms to load
         try:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

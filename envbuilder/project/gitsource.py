@@ -15,23 +15,23 @@ new token reuses the clone. Must not import docker, nor pydantic at import time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from envbuilder.redact import redact_url, split_credentials
 from envbuilder.errors import ProjectError
-from envbuilder.proc import CommandResult, run_command
 from envbuilder.settings import private_dir
 
 # The values (pydantic) and the readers are imported where a project is fetched or read: `run --image` asks
-# looks_like_git_url of a local folder and must not load them (tests/test_execute_docker.py).
+# looks_like_git_url of a local folder and must not load them (tests/test_execute_docker.py); nor git's process
+# helper, hashlib or shutil (about 8 ms of a run's start), which only fetching needs.
 if TYPE_CHECKING:
     import tarfile
+
+    from envbuilder.proc import CommandResult
     from envbuilder.project.spec import ProjectSource, ProjectSpec
 
 _SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -176,6 +176,8 @@ def _canonical(url: str) -> str:
 
 
 def _url_key(url: str) -> str:
+    import hashlib
+
     return hashlib.sha256(split_credentials(url)[0].encode()).hexdigest()
 
 
@@ -213,6 +215,8 @@ def _git(args: list[str], *, git_dir: Path | None = None, timeout: float = GIT_T
         env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"  # ssh must fail, not ask for a password or a host key
     if remote is not None:
         env.update(remote.env)
+    from envbuilder.proc import run_command
+
     result = run_command([*argv, *args], timeout=timeout, env=env, cwd=cwd)
     if result.missing:
         raise ProjectError("git-missing", "git is not installed or not on PATH", "install git to read projects from git URLs")
@@ -238,6 +242,7 @@ def _ensure_repo(remote: _Remote, settings, *, update: bool) -> Path:
         return git_dir
     private_dir(git_dir.parent, root=settings.data_dir)
     # Clone beside the final name and rename: a concurrent run sees either nothing or a complete clone.
+    import shutil
     import tempfile  # only when fetching: `run PATH` asks looks_like_git_url on every run
 
     tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=git_dir.parent))
@@ -287,6 +292,7 @@ def _export(git_dir: Path, commit: str, dest: Path, *, root: Path) -> Path:
     if dest.is_dir():
         return dest
     private_dir(dest.parent, root=root)
+    import shutil
     import tempfile  # only when fetching: `run PATH` asks looks_like_git_url on every run
 
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from envbuilder.proc import run_command
-
 _TIMEOUT_S = 10.0
 
 
@@ -34,6 +32,8 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
     (a project inside a larger repository is not dirty because of its neighbours); (None, None) without git."""
     if not _may_be_in_work_tree(Path(folder)):
         return None, None
+    from envbuilder.proc import run_command  # subprocess: only for a folder git may know
+
     result = run_command(["git", "-C", str(folder), "status", "--porcelain=v2", "--branch", "--untracked-files=no",
                           "--ignore-submodules=dirty", "--", "."], timeout=_TIMEOUT_S,
                          # status refreshes the index under a lock by default; the user's own git may hold it

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import socket
 import sqlite3
 import time
@@ -422,6 +421,8 @@ class RunStore:
         for record in records:
             folder = Path(record.log_path).parent
             if folder.parent == self.runs_dir and folder.name == record.id:  # only a folder this store made
+                import shutil  # removing runs only: not on every run's path
+
                 shutil.rmtree(folder, ignore_errors=True)
         return records
 
