@@ -72,12 +72,27 @@ def copy_project(name: str, dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def docker_engine():
-    """The Docker wrapper for the session; fails (never skips) when no engine answers."""
+    """The Docker wrapper for the session; fails (never skips) when no engine answers.
+
+    The images envbuilder builds during the session (its build-key label) are removed at its end: every session
+    builds into new checkouts (temporary folders) and nonce'd sources, about 1 GB of new layers each time, which
+    filled a 100 GB disk in a few dozen runs. Images that were there before are kept; so is BuildKit's cache,
+    which makes the next session's builds quick. ENVBUILDER_TEST_KEEP_IMAGES=1 keeps them all (to look at one)."""
     from envbuilder.docker.engine import Docker
+    from envbuilder.imagelayout import LABEL_BUILD_KEY
 
     docker = Docker()
     docker.client  # noqa: B018 - connect now, so a missing engine fails here with its diagnosis
-    return docker
+    before = {image["Id"] for image in docker.images_labelled(LABEL_BUILD_KEY)}
+    yield docker
+    if os.environ.get("ENVBUILDER_TEST_KEEP_IMAGES") == "1":
+        return
+    for image in docker.images_labelled(LABEL_BUILD_KEY):
+        if image["Id"] not in before:
+            try:
+                docker.remove_image(image["Id"], force=True)
+            except Exception as exc:  # noqa: BLE001 - in use by another session's container: kept, and said
+                print(f"kept {image['Id'][:19]}: {exc}")
 
 
 @pytest.fixture(scope="session")
