@@ -175,6 +175,26 @@ def test_the_memo_path_imports_neither_click_nor_pydantic():
     assert out.strip() == "[] []"
 
 
+def test_no_memo_for_no_cache_push_or_verbose(cli, fake_engine, tmp_path):
+    """--no-cache must build every time; -v shows the full path; a registry may change under --push."""
+    fake_engine.add_image("envbuilder/base-python:3.11-bookworm", env=["PYTHON_VERSION=3.11.9"])
+    project = _project(tmp_path)
+    (project / "pyproject.toml").write_text('[project]\nname = "proj"\nversion = "0"\ndependencies = []\n')
+    _backdate(project)
+    args = ["build", str(project), "--target-os", "linux", "--target-arch", "x86_64", "--gpu", "none",
+            "--base-image", "envbuilder/base-python:3.11-bookworm", "--json"]
+    memos = tmp_path / "envbuilder-home" / "cache" / "build-memo"
+    for extra in (["--no-cache"], ["--no-cache"]):
+        result = cli(*args, *extra)
+        assert result.exit_code == 0, result.stderr
+        assert not list(memos.glob("*.json"))
+    result = cli("-v", *args)
+    assert result.exit_code == 0 and not list(memos.glob("*.json"))
+    _backdate(tmp_path / "envbuilder-home" / "logs")  # the builds above wrote their logs just now
+    result = cli(*args)
+    assert result.exit_code == 0 and len(list(memos.glob("*.json"))) == 1
+
+
 # --- the real CLI against Docker -------------------------------------------------------------------------
 
 
@@ -199,12 +219,17 @@ def test_the_third_identical_build_skips_the_full_path_and_an_edit_rebuilds(buil
     args = ["build", str(project), "--target-os", "linux", "--target-arch", "x86_64", "--gpu", "none",
             "--base-image", build_env.base_image, "--torch-index-url", torch_cpu_index.url,
             "--ca-cert", str(HOST_CA), "--network", "host", "--json"]
-    first, _ = _cli(args, env)  # this checkout's first build: Docker's layer cache makes it quick
-    second, loaded = _cli(args, env)  # found by its key through the full path, which writes the memo
-    assert second["cached"] and "pydantic" in loaded
-    third, loaded = _cli(args, env)
+    first, _ = _cli(args, env)  # this checkout's first build (Docker's layer cache makes it quick) writes a memo
+    assert not first["cached"]
+    second, loaded = _cli(args, env)
     assert loaded == [], "the memo's answer must not load click or pydantic"
-    assert {**third, "seconds": 0} == {**second, "seconds": 0} and third["image_id"] == first["image_id"]
+    assert second["cached"] and second["image_id"] == first["image_id"] and second["log"] == first["log"]
+    full, loaded = _cli([*args, "--offline"], env)  # another command line: the full path finds the image
+    assert "pydantic" in loaded
+    assert {**full, "seconds": 0} == {**second, "seconds": 0}
+    third, loaded = _cli(args, env)
+    assert loaded == [] and third == {**second, "seconds": third["seconds"]}
+
 
     build_env.docker.tag(build_env.base_image, first["tags"][1])  # :latest moved by another build
     moved, loaded = _cli(args, env)

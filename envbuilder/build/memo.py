@@ -5,8 +5,9 @@ about 0.3 s, most of it Python importing the resolver and the readers. When noth
 changed, the memo gives the same answer from a few stat calls and one engine lookup per image, the way make
 trusts a target newer than its prerequisites and git trusts its index's stat data.
 
-A memo is written by the CLI's `build` after a build that found its image (cached, no registry involved, no
-context notices, the target declared or detected without probes), and read back before anything is imported.
+A memo is written by the CLI's `build` after a build that found or made its image (no registry involved, no
+context notices, the target declared, not probed), with the answer a later identical build would give (the image
+found, `cached`), and read back before anything is imported.
 It is keyed by the exact command line, the working directory and the environment (less the variables a shell
 changes on its own); it holds:
 - the stat signatures (mode, size, mtime, ctime, inode, device) of every path the command line or the
@@ -139,19 +140,21 @@ class BuildMemo:
 
 
 def remember(settings: Settings, observed: Observed, *, context: Iterable[tuple[str, Signature]],
-             read_after: Iterable[str], images: Mapping[str, str], answer: Mapping,
+             read_after: Iterable[str], images: Mapping[str, str], answer: Mapping, written: Iterable[str] = (),
              now: Callable[[], float] = time.time) -> Path | None:
-    """Write the memo of a build that found its image; None when an input is too fresh to trust its signature
-    (or the memo cannot be written: it is only ever a shortcut).
+    """Write the memo of a build that found or made its image; None when an input is too fresh to trust its
+    signature (or the memo cannot be written: it is only ever a shortcut).
 
     context: (absolute path, lstat signature) of every context entry, as the build's own walk saw them before
-    hashing; read_after: more files the build read, signed now; images: reference -> the ID it has now."""
+    hashing; read_after: more files the build read, signed now; images: reference -> the ID it has now;
+    written: observed paths the build itself changed (the logs folder, by a build's new log), signed again now."""
     paths = dict(observed.paths)
     for path in read_after:
         paths.setdefault(path, signature(path))
     context = tuple(context)
     if any(_racy(s[2], observed.started) for _, s in (*paths.items(), *context) if s is not None):
         return None
+    paths.update((path, signature(path)) for path in written)  # ours, just now: not an edit racing the build
     memo = BuildMemo(observed.key, now() + MEMO_TTL_S, observed.code, tuple(sorted(paths.items())), context,
                      tuple(sorted(images.items())), dict(answer))
     target = memo_path(settings, observed.key)

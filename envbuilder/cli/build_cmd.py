@@ -62,7 +62,8 @@ def build(ctx: click.Context, source: str, ref: str | None, flags, request, netw
     root, settings = ctx.find_root().obj, settings_of(ctx)
     verbose = bool(root.get("verbose"))
     # A memo lets the same command answer at once next time while nothing it read changes (envbuilder.cli.memo).
-    observed = memo.observe(root.get("argv"), source, settings) if not (verbose or push or ref) else None
+    # Never for --no-cache: that command must build every time.
+    observed = memo.observe(root.get("argv"), source, settings) if not (verbose or push or ref or no_cache) else None
     with _progress(verbose) as on_line:
         done = build_project(source, ref=ref, flags=flags, request=request, network=network,
                              settings=settings, tag=None if push else (tags[0] if tags else None),

@@ -92,11 +92,11 @@ def observe(argv: Sequence[str] | None, source: str, settings: Settings) -> Obse
 
 def remember(observed: Observed | None, done: ProjectBuild, answer: dict, *, as_json: bool, settings: Settings,
              detected: bool, read: Sequence[str | None]) -> None:
-    """After `build`: write the memo when its answer may be given again from it. Only a found image with nothing
-    else said qualifies: no host probe (detection may answer differently tomorrow), no registry, no notices.
-    read: more files the build read (a CA bundle, wheel folders), by path."""
+    """After `build`: write the memo of the answer the same command gives next time: the image, found (`cached`,
+    the newest log of its key). Only a build with nothing else said qualifies: no host probe (detection may answer
+    differently tomorrow), no registry, no notices. read: more files the build read (a CA bundle, wheel folders)."""
     built = done.image
-    if observed is None or detected or not built.cached or built.reused or built.pushed or built.notices:
+    if observed is None or detected or built.reused or built.pushed or built.notices:
         return
     from envbuilder.build.memo import remember as write
     from envbuilder.docker.engine import open_engine
@@ -112,4 +112,5 @@ def remember(observed: Observed | None, done: ProjectBuild, answer: dict, *, as_
     write(settings, observed,
           context=((str(project / rel), sig) for rel, sig in built.context_signatures),
           read_after=[str(project / f) for f in done.project.files] + [p for p in read if p and "://" not in p],
-          images=images, answer={"result": answer, "as_json": as_json})
+          images=images, written=[] if built.cached else [str(settings.logs_dir)],
+          answer={"result": {**answer, "cached": True}, "as_json": as_json})
