@@ -5,6 +5,8 @@
 Measures, in one process and interleaved (so engine load hits both alike), the wall time of
 `envbuilder run DIR --image IMG -- true` against `docker run --rm IMG true`, then `envbuilder --help` and
 `envbuilder --version`. Prints medians side by side and the ratio; the target is a ratio under 1.15 (issue #7).
+A floor row times benchmarks/floor_client.py in the same loop: the same engine calls and a SQLite row from a
+stdlib-only Python client, the least any Python implementation of the command can cost.
 Each command's CPU time (user + system, of the client process only: the engine's work is not in it) is printed
 too: on a shared, loaded machine wall times wander, while CPU time says how much work each client does.
 The envbuilder side does what a real run does: records the run in SQLite, mounts the project, streams
@@ -77,24 +79,29 @@ def main(argv: list[str] | None = None) -> int:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         bare_cmd = [docker, "run", "--rm", args.image, "true"]
+        # The floor for any Python client: the same engine calls and a SQLite row, stdlib only (floor_client.py).
+        floor_cmd = [sys.executable, str(REPO / "benchmarks" / "floor_client.py"), str(Path(tmp) / "floor.sqlite3"),
+                     args.image, "true"]
         run_args = ["run", str(project), "--image", args.image, "--", "true"]
         ours_cmd = [envbuilder, *run_args]
         base_cmd = None
         if args.baseline:
             ours_cmd = [sys.executable, "-c", LAUNCH, str(REPO), *run_args]
             base_cmd = [sys.executable, "-c", LAUNCH, str(Path(args.baseline).resolve()), *run_args]
-        cmds = [c for c in (bare_cmd, ours_cmd, base_cmd) if c]
+        cmds = [c for c in (bare_cmd, floor_cmd, ours_cmd, base_cmd) if c]
         for cmd in cmds:  # warm-up: page cache, the engine's image metadata, the run database
             timed(cmd, env)
-        bare, ours, base = [], [], []
+        bare, floor, ours, base = [], [], [], []
         for _ in range(args.n):
             bare.append(timed(bare_cmd, env))
+            floor.append(timed(floor_cmd, env))
             ours.append(timed(ours_cmd, env))
             if base_cmd:
                 base.append(timed(base_cmd, env))
         help_s = [timed([envbuilder, "--help"], env) for _ in range(args.n)]
         version_s = [timed([envbuilder, "--version"], env) for _ in range(args.n)]
-        cpu = {"docker_run_cpu_median_s": cpu_median(bare_cmd), "envbuilder_run_cpu_median_s": cpu_median(ours_cmd)}
+        cpu = {"docker_run_cpu_median_s": cpu_median(bare_cmd), "envbuilder_run_cpu_median_s": cpu_median(ours_cmd),
+               "floor_client_cpu_median_s": cpu_median(floor_cmd)}
         if base_cmd:
             cpu["baseline_run_cpu_median_s"] = cpu_median(base_cmd)
 
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "image": args.image, "n": args.n, "bytecode_cache": not args.no_bytecode_cache,
         "docker_run_median_s": statistics.median(bare), "envbuilder_run_median_s": statistics.median(ours),
         "ratio": statistics.median(ours) / statistics.median(bare),
+        "floor_client_median_s": statistics.median(floor), "floor_ratio": statistics.median(floor) / statistics.median(bare),
         "help_median_s": statistics.median(help_s), "version_median_s": statistics.median(version_s), **cpu,
     }
     if base:
@@ -117,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  envbuilder run DIR --image IMG -- true    {figures['envbuilder_run_median_s'] * 1000:7.0f} ms"
               f"  (CPU {figures['envbuilder_run_cpu_median_s'] * 1000:.0f} ms)")
         print(f"  ratio                                     {figures['ratio']:7.2f} x (target < {TARGET_RATIO})")
+        print(f"  floor: stdlib client, same calls + record {figures['floor_client_median_s'] * 1000:7.0f} ms"
+              f"  ({figures['floor_ratio']:.2f} x; CPU {figures['floor_client_cpu_median_s'] * 1000:.0f} ms)")
         if base:
             print(f"  baseline ({args.baseline}) run          {figures['baseline_run_median_s'] * 1000:7.0f} ms"
                   f"  ({figures['baseline_ratio']:.2f} x; CPU {figures['baseline_run_cpu_median_s'] * 1000:.0f} ms)")
