@@ -146,6 +146,20 @@ def test_no_memo_over_an_input_edited_just_now(tmp_path):
     assert memo.recall(settings, observed.key, Images()) is None
 
 
+def test_only_the_newest_memos_are_kept(tmp_path):
+    project = _project(tmp_path)
+    settings = Settings(tmp_path / "home")
+    keys = []
+    for n in range(5):
+        observed = memo.observe_before(["build", ".", f"--tag=t{n}"], str(project), {}, settings, project)
+        assert memo.remember(settings, observed, context=(), read_after=[], images={}, answer={"n": n},
+                             keep=3) is not None
+        keys.append(observed.key)
+        time.sleep(0.01)  # distinct mtimes
+    kept = [memo.recall(settings, key, Images()) for key in keys]
+    assert kept == [None, None, {"n": 2}, {"n": 3}, {"n": 4}]
+
+
 def test_a_damaged_memo_is_a_miss(tmp_path):
     project, settings, key, images = _remembered(tmp_path)
     memo.memo_path(settings, key).write_text("{not json")

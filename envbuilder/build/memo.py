@@ -39,6 +39,7 @@ from envbuilder.settings import PRIVATE_FILE_MODE, Settings
 
 MEMO_FORMAT = 1  # bump when what a memo holds or means changes: older memos are then ignored
 MEMO_TTL_S = 600.0
+MEMOS_KEPT = 64  # one per distinct command line; the oldest go when a new one is written
 # An input modified this recently may be modified again within the same timestamp tick without its signature
 # changing, so no memo is written then. Whole-second timestamps (FAT ticks in 2 s, ext3 and HFS+ in 1 s) get the
 # wide window; nanosecond ones come from the kernel's coarse clock, which ticks every 1-10 ms (1/HZ).
@@ -141,13 +142,14 @@ class BuildMemo:
 
 def remember(settings: Settings, observed: Observed, *, context: Iterable[tuple[str, Signature]],
              read_after: Iterable[str], images: Mapping[str, str], answer: Mapping, written: Iterable[str] = (),
-             now: Callable[[], float] = time.time) -> Path | None:
+             keep: int = MEMOS_KEPT, now: Callable[[], float] = time.time) -> Path | None:
     """Write the memo of a build that found or made its image; None when an input is too fresh to trust its
     signature (or the memo cannot be written: it is only ever a shortcut).
 
     context: (absolute path, lstat signature) of every context entry, as the build's own walk saw them before
     hashing; read_after: more files the build read, signed now; images: reference -> the ID it has now;
-    written: observed paths the build itself changed (the logs folder, by a build's new log), signed again now."""
+    written: observed paths the build itself changed (the logs folder, by a build's new log), signed again now;
+    keep: how many memos stay (the newest; one per distinct command line, environment or folder)."""
     paths = dict(observed.paths)
     for path in read_after:
         paths.setdefault(path, signature(path))
@@ -164,9 +166,16 @@ def remember(settings: Settings, observed: Observed, *, context: Iterable[tuple[
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE), "w") as f:
             json.dump(memo.to_json(), f)
         os.replace(partial, target)
+        _forget_oldest(target.parent, keep)
     except OSError:
         return None
     return target
+
+
+def _forget_oldest(folder: Path, keep: int) -> None:
+    memos = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for stale in memos[keep:]:
+        stale.unlink(missing_ok=True)
 
 
 def _racy(mtime_ns: int, started: float) -> bool:
