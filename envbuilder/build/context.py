@@ -109,14 +109,23 @@ def ignore_spec(patterns: Iterable[str], *, cache: Path | None = None) -> Ignore
             lines.append(("!" if negate else "") + "/" + body)
     compiled = _load_json(cache).get("\n".join(lines)) if cache is not None else None
     if compiled is None:
-        from pathspec.patterns.gitwildmatch import GitWildMatchPattern
-
-        compiled = [list(GitWildMatchPattern.pattern_to_regex(line)) for line in lines]
+        compiled = [list(_gitignore_pattern().pattern_to_regex(line)) for line in lines]
         compiled = [[regex, exclude] for regex, exclude in compiled if exclude is not None]
         if cache is not None:
             _save_json(cache, {"\n".join(lines): compiled})
     negations = tuple(line[2:] for line in lines if line.startswith("!"))
     return IgnoreSpec(tuple((re.compile(regex), bool(exclude)) for regex, exclude in compiled), negations)
+
+
+def _gitignore_pattern():
+    """pathspec's gitignore wildcards: GitIgnoreBasicPattern since pathspec 1.0, which deprecates the older name."""
+    try:
+        from pathspec.patterns.gitignore.basic import GitIgnoreBasicPattern
+    except ImportError:  # pathspec 0.12
+        from pathspec.patterns.gitwildmatch import GitWildMatchPattern
+
+        return GitWildMatchPattern
+    return GitIgnoreBasicPattern
 
 
 def is_ignored(relpath: str, rules: IgnoreSpec) -> bool:
