@@ -43,7 +43,9 @@ def _backdate(*roots: Path) -> None:
 
 
 def _context(project: Path):
-    return [(str(p), memo.signature(p, follow=False)) for p in sorted(project.rglob("*"))]
+    """The context entries as the build's walk gives them (.git is never in a context)."""
+    return [(str(p), memo.signature(p, follow=False)) for p in sorted(project.rglob("*"))
+            if ".git" not in p.relative_to(project).parts]
 
 
 class Images:
@@ -97,6 +99,14 @@ def test_any_changed_input_is_a_miss(tmp_path, change):
     elif change == "install a matrix":
         settings.matrix_override.write_text("{}")
     assert memo.recall(settings, key, images) is None
+
+
+def test_git_activity_in_the_project_is_not_a_change(tmp_path):
+    project = tmp_path / "proj"
+    (project / ".git").mkdir(parents=True)
+    project, settings, key, images = _remembered(tmp_path)
+    (project / ".git" / "index.lock").write_text("")  # what `git status` does to the folder
+    assert memo.recall(settings, key, images) is not None
 
 
 def test_a_moved_or_missing_image_is_a_miss(tmp_path):

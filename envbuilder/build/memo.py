@@ -110,7 +110,9 @@ def observe_before(argv: Sequence[str], cwd: str, environ: Mapping[str, str], se
     project_dir = Path(project_dir).resolve()
     named.append(str(project_dir))
     try:
-        named += [entry.path for entry in os.scandir(project_dir)]
+        # Not .git: every git command touches it (status writes index.lock), and the answer never reads it (the
+        # context leaves it out; the revision label is set only when an image is built).
+        named += [entry.path for entry in os.scandir(project_dir) if entry.name != ".git"]
     except OSError:
         pass
     paths = {p: signature(p) for p in named if p}
