@@ -14,7 +14,7 @@ import sys
 import click
 
 from envbuilder import __version__
-from envbuilder.cli.failures import emit_error_json, guarded
+from envbuilder.cli.failures import emit_error_json, guarded, own_args
 from envbuilder.errors import EXIT_USAGE, UsageError
 
 # command name -> (module, attribute, one-line help shown by --help without importing the module)
@@ -114,7 +114,6 @@ def _click_main(args: list[str]) -> int:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code if exc.exit_code else EXIT_USAGE
-        own_args = args[: args.index("--")] if "--" in args else args
-        if "--json" in own_args:
+        if "--json" in own_args(args):
             emit_error_json(UsageError("usage", exc.format_message()).to_json() | {"exit_code": code})
         return code

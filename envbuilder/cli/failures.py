@@ -17,9 +17,9 @@ from envbuilder.redact import redact_text
 
 def guarded(command: Callable[[], int], args: Sequence[str]) -> int:
     """command()'s exit code, or the one for what it raised, said in one line."""
-    own_args = args[: args.index("--")] if "--" in args else args  # what follows -- is the job's command line
-    verbose = "-v" in own_args or "--verbose" in own_args
-    as_json = "--json" in own_args
+    own = own_args(args)
+    verbose = "-v" in own or "--verbose" in own
+    as_json = "--json" in own
     restore = _terminate_like_ctrl_c()
     try:
         return command()
@@ -42,6 +42,11 @@ def guarded(command: Callable[[], int], args: Sequence[str]) -> int:
         return EXIT_ERROR
     finally:
         restore()
+
+
+def own_args(args: Sequence[str]) -> Sequence[str]:
+    """The command line up to `--`: what follows it is the job's command line, not ours."""
+    return args[: args.index("--")] if "--" in args else args
 
 
 def say(line: str) -> None:

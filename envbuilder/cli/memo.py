@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envbuilder.cli.group_args import group_args
+
 if TYPE_CHECKING:
     from envbuilder.api import ProjectBuild
     from envbuilder.build.memo import Observed
     from envbuilder.settings import Settings
-
-_GLOBAL_VALUES = ("--data-dir", "--docker")  # the group's options that take a value (envbuilder.cli.app)
-
 
 def answer_from_memo(args: Sequence[str]) -> int | None:
     """Print `build`'s answer and return its exit code (0) when its memo holds; else None."""
@@ -57,27 +56,13 @@ def answer_from_memo(args: Sequence[str]) -> int | None:
 
 
 def _build_command(args: Sequence[str]) -> tuple[str | None, str | None] | None:
-    """(--data-dir, --docker) of a plain `build` command line; None for anything else."""
-    values: dict[str, str] = {}
-    rest = list(args)
-    while rest and rest[0].startswith("-"):
-        option = rest.pop(0)
-        name, eq, value = option.partition("=")
-        if name not in _GLOBAL_VALUES:
-            return None  # -v, --help, --version: the full CLI
-        if not eq:
-            if not rest:
-                return None
-            value = rest.pop(0)
-        if not value.strip():
-            return None  # the full CLI refuses an empty value with its hint
-        values[name] = value
-    if not rest or rest[0] != "build":
+    """(--data-dir, --docker) of a plain `build` command line; None for anything else (-v shows the full path)."""
+    group = group_args(args)
+    if group is None or group.verbose or not group.rest or group.rest[0] != "build":
         return None
-    own = rest[1:]
-    if any(token in ("-h", "--help") for token in own):
+    if any(token in ("-h", "--help") for token in group.rest[1:]):
         return None
-    return values.get("--data-dir"), values.get("--docker")
+    return group.data_dir, group.docker
 
 
 def observe(argv: Sequence[str] | None, source: str, settings: Settings) -> Observed | None:

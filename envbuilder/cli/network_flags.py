@@ -16,18 +16,13 @@ from envbuilder.defaults import (
     Layer,
     env_layer,
     flag_layer,
+    host_ca_bundle,
     merge,
     proxy_problem,
     url_problem,
     user_layer,
 )
-from envbuilder.defaults import host_ca_bundle as _host_ca
 from envbuilder.errors import UsageError
-
-
-def host_ca_bundle(environ: dict[str, str] | None = None) -> str | None:
-    """The host's CA bundle: $SSL_CERT_FILE, then the Debian, Red Hat and macOS/Alpine locations."""
-    return _host_ca(os.environ if environ is None else environ)
 
 
 def network_layers(settings, *, index_url: str | None, extra_index_urls: tuple[str, ...], torch_index_url: str | None,
@@ -40,7 +35,7 @@ def network_layers(settings, *, index_url: str | None, extra_index_urls: tuple[s
     _checked_flags(index_url, tuple(extra_index_urls), torch_index_url, tuple(find_links), ca_cert,
                    {"--http-proxy": http_proxy, "--https-proxy": https_proxy})
     if host_ca:
-        ca_cert = host_ca_bundle()
+        ca_cert = host_ca_bundle(os.environ)
         if ca_cert is None:
             raise UsageError("usage", "--host-ca: no CA bundle found (tried $SSL_CERT_FILE, "
                              + ", ".join(HOST_CA_BUNDLES) + ")", "pass --ca-cert FILE")

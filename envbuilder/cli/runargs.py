@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envbuilder.cli.group_args import group_args
+
 # (option strings, parameter name, kind, default, choices); kinds: "value", "multiple", "flag", "switch" (a
 # --x/--no-x pair: the first strings turn it on, the choices the off ones), "path" (a folder path).
 # Generated from the click command by tests/test_runargs.py; edit the click options, then regenerate.
@@ -68,7 +70,6 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, str, Any, tuple[str, ...]], ...] 
 )
 # Options whose default comes from the environment when the flag is absent (click's envvar=).
 RUN_OPTION_ENVVARS = {"offline": "ENVBUILDER_OFFLINE"}
-_GLOBAL_VALUES = ("--data-dir", "--docker")
 _TRUE, _FALSE = {"1", "true", "t", "yes", "y", "on"}, {"0", "false", "f", "no", "n", "off"}  # click's BOOL
 _TARGET = ("target_os", "target_arch", "gpu", "cuda_driver", "compute_capability", "gpu_arch", "python_pin", "extras",
            "cuda_compat", "flavor", "with_packages", "with_files", "offline")
@@ -90,8 +91,9 @@ class PlainRun:
 
 def plain_run(args: Sequence[str]) -> PlainRun | None:
     """The parsed command line when it is a plain `run --image ... -- CMD`, else None (click parses it)."""
-    rest, found = _group_options(args)
-    if found is None or not rest or rest[0] != "run" or "--" not in rest:
+    group = group_args(args)
+    rest = list(group.rest) if group is not None else []
+    if not rest or rest[0] != "run" or "--" not in rest:
         return None
     own, command = rest[1: rest.index("--")], tuple(rest[rest.index("--") + 1:])
     parsed = _run_values(own)
@@ -100,29 +102,7 @@ def plain_run(args: Sequence[str]) -> PlainRun | None:
     path, values = parsed
     if not values["image"]:
         return None  # a project build first: the resolver is loaded anyway, and click costs little beside it
-    return PlainRun(found["--data-dir"], found["--docker"], found["verbose"], path, values, command)
-
-
-def _group_options(args: Sequence[str]) -> tuple[list[str], dict | None]:
-    rest, found = list(args), {"--data-dir": None, "--docker": None, "verbose": False}
-    while rest and rest[0].startswith("-"):
-        option = rest.pop(0)
-        if option in ("-v", "--verbose"):
-            found["verbose"] = True
-            continue
-        name, eq, value = option.partition("=")
-        if name not in _GLOBAL_VALUES:
-            return rest, None
-        if not eq:
-            if not rest:
-                return rest, None
-            value = rest.pop(0)
-        found[name] = value
-    data_dir = found["--data-dir"] if found["--data-dir"] is not None else os.environ.get("ENVBUILDER_HOME") or None
-    if data_dir is not None and (not data_dir.strip() or (os.path.lexists(os.path.expanduser(data_dir))
-                                                          and not os.path.isdir(os.path.expanduser(data_dir)))):
-        return rest, None  # the group refuses it, with its hint
-    return rest, found
+    return PlainRun(group.data_dir, group.docker, group.verbose, path, values, command)
 
 
 _BY_STRING = {s: option for option in RUN_OPTIONS for s in (*option[0], *(option[4] if option[2] == "switch" else ()))}
