@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from envbuilder.build.image import BuiltImage
     from envbuilder.build.images import ImageEntry, PruneResult
     from envbuilder.build.bundle import WrittenBundle
-    from envbuilder.run.launch import ProjectImage, ProjectRun, RunRequest
+    from envbuilder.run.launch import ProjectImage, RunRequest
+    from envbuilder.run.result import ProjectRun
     from envbuilder.run.record import RunRecord
     from envbuilder.run.spec import RunOptions
     from envbuilder.cluster.submit import SubmitRequest, Submission

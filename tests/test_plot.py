@@ -7,7 +7,7 @@ import math
 import pytest
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.metrics import MetricPoint
+from envbuilder.run.record import MetricPoint
 from envbuilder.run.plot import metrics_figure, panels_of, plot_run
 from envbuilder.run.store import RunStore
 from envbuilder.settings import Settings

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.metrics import MetricPoint
+from envbuilder.run.record import MetricPoint
 from envbuilder.run.store import SCHEMA_VERSION, VANISHED, RunStore
 
 

@@ -53,14 +53,20 @@ def run_options(*, mounts, artifacts, env, env_files, gpus, publish, cpus, memor
         parse_publish_arg,
     )
     from envbuilder.run.spec import RunOptions, parse_env_args, parse_mount_arg
-    from envbuilder.run.trust import parse_trust
-
     return RunOptions(mounts=tuple(parse_mount_arg(m) for m in mounts), artifacts_dir=artifacts,
                       env={**load_env_files(env_files), **parse_env_args(env)}, gpus=gpus,
                       network=docker_network(network_mode), read_only_project=not rw,
-                      trust=parse_trust(trust, allow_mounts=allow_mounts),
+                      trust=_grants(trust, allow_mounts),
                       publish=tuple(parse_publish_arg(p) for p in publish), cpus=parse_cpus(cpus),
                       memory=parse_memory(memory), **rest)
+
+
+def _grants(trust: tuple[str, ...], allow_mounts: bool) -> frozenset[str]:
+    if not (trust or allow_mounts):
+        return frozenset()  # the usual run: the trust module (its checks for remote projects) is not loaded
+    from envbuilder.run.trust import parse_trust
+
+    return parse_trust(trust, allow_mounts=allow_mounts)
 
 
 def check_mode(detach: bool, interactive: bool, tty: bool) -> str:

@@ -27,7 +27,8 @@ from envbuilder.run.metric_channels import (
     checked_record,
     prefixed_record,
 )
-from envbuilder.run.metrics import MetricPoint, MetricTracker, is_nonfinite_loss
+from envbuilder.run.metrics import MetricTracker, is_nonfinite_loss
+from envbuilder.run.record import MetricPoint
 from envbuilder.run.record import RunRecord
 from envbuilder.run.spec import METRICS_ENV, METRICS_RELPATH
 

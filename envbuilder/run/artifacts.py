@@ -46,11 +46,13 @@ class ArtifactsHome:
     @classmethod
     def of(cls, source: str, project_dir: Path, settings: Any) -> ArtifactsHome:
         """The project folder; for a git URL, a folder of its own under the data dir, the same for every ref."""
-        from envbuilder.project.gitsource import looks_like_git_url
+        local = cls(Path(project_dir).resolve(), Path(project_dir).resolve())
+        if Path(source).is_dir():
+            return local  # git URLs' code is loaded only for one
+        from envbuilder.project.gitsource import looks_like_git_url, redact, repo_dir
 
-        if Path(source).is_dir() or not looks_like_git_url(source):
-            return cls(Path(project_dir).resolve(), Path(project_dir).resolve())
-        from envbuilder.project.gitsource import redact, repo_dir
+        if not looks_like_git_url(source):
+            return local
 
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", redact(source).rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
         name = name.removesuffix(".git").strip(".-") or "project"

@@ -15,13 +15,11 @@ Must not import the CLI, pydantic or the docker SDK (the engine is passed in).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,7 @@ from envbuilder.run.spec import DEFAULT_GRACE_S, RunSpec
 
 if TYPE_CHECKING:
     from envbuilder.run.metric_channels import MetricRecorder
+    from envbuilder.run.result import RunResult
 
 HINT_LINES = 40  # the last lines of output kept for run.hints (a traceback's end)
 LOST_ENGINE = "envbuilder lost contact with the Docker engine while watching"
@@ -40,43 +39,13 @@ EXIT_VERIFY_FAILED = 1
 _SIGNAL_EXITS = {137: "killed (SIGKILL: docker kill, or out of memory)", 143: "terminated (SIGTERM)"}
 
 
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    status: str  # completed | failed | stopped
-    exit_code: int | None
-    metrics: Mapping[str, float]  # the last value of each metric
-    artifacts_dir: Path | None
-    log_path: Path
-    message: str | None = None
-    verified: tuple[Any, ...] = ()  # run.onnx.VerifiedModel, one per declared export
-    duration_s: float = 0.0
-    job: str | None = None
-    hint: str | None = None  # what to do about a failed job, read from its output (run.hints)
-    notices: tuple[Mapping[str, str], ...] = ()  # {"code", "message"}: a NaN loss, a metrics channel unread...
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
-
-    def to_json(self) -> dict:
-        return {
-            "run_id": self.run_id, "job": self.job, "status": self.status, "exit_code": self.exit_code,
-            # JSON has no NaN or infinity: a diverged loss is said as a string rather than as invalid JSON
-            "metrics": {k: v if math.isfinite(v) else str(v) for k, v in self.metrics.items()},
-            "artifacts_dir": str(self.artifacts_dir) if self.artifacts_dir else None,
-            "log_path": str(self.log_path), "message": self.message, "duration_s": round(self.duration_s, 3),
-            "verified": [v.to_json() for v in self.verified], "hint": self.hint,
-            "notices": [dict(n) for n in self.notices],
-        }
-
-
 def host_has_nvidia() -> bool:
     """Whether `--gpus auto` means all GPUs: the probe run_spec is given. A host with no NVIDIA device node,
     no WSL GPU and no nvidia-smi answers at once; anything else gets the full probe (~0.1 s)."""
-    import shutil
-
-    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg") or shutil.which("nvidia-smi")):
+    # os.access, not shutil.which: shutil loads its compression modules, ~2 ms of every `run --image`
+    on_path = any(os.access(os.path.join(folder, "nvidia-smi"), os.X_OK)
+                  for folder in os.environ.get("PATH", os.defpath).split(os.pathsep) if folder)
+    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg") or on_path):
         return False
     from envbuilder.host.probes import detect_host
 
@@ -120,6 +89,8 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
         from envbuilder.run.detach import start_watcher
 
         start_watcher(spec, record, container, docker=docker, store=store)
+        from envbuilder.run.result import RunResult
+
         return RunResult(record.id, "running", None, {}, spec.artifacts_dir, Path(record.log_path),
                          "detached: a watcher process follows and records it", job=spec.job)
     return watch_run(spec, record, container, docker=docker, store=store, on_line=on_line, on_progress=on_progress)
@@ -144,6 +115,8 @@ def _run_interactive(spec: RunSpec, record: Any, store: Any) -> RunResult:
     _quietly(lambda: log_path.write_text("envbuilder: an interactive session: its output went to the terminal\n",
                                          encoding="utf-8"))
     store.finish_run(record.id, status, code, message)
+    from envbuilder.run.result import RunResult
+
     return RunResult(record.id, status, code, {}, spec.artifacts_dir, log_path, message,
                      duration_s=max(0.0, time.time() - record.started_at.timestamp()), job=spec.job)
 
@@ -162,8 +135,9 @@ def watch_run(spec: RunSpec, record: Any, container: str, *, docker: Any, store:
     """Follow the started run's container to its end, then record how it ended and remove the container (the
     part of execute_run a detached run's watcher process does: envbuilder.run.detach)."""
     run_id, log_path, started = record.id, Path(record.log_path), record.started_at.timestamp()
-    # the metrics' parsers are imported when a job runs, not with this module
+    # the metrics' parsers and the result are imported while the job runs, not before it starts
     from envbuilder.run.metric_channels import MetricRecorder
+    from envbuilder.run.result import RunResult
 
     sink = MetricRecorder(store, run_id, extra_patterns=spec.metric_patterns, artifacts_dir=spec.artifacts_dir,
                           since=started)

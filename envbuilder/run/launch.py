@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuilder.errors import DockerError, ProjectError, UsageError
 from envbuilder.imagelayout import LABEL_PLAN_HASH, LABEL_PROJECT
@@ -24,6 +24,9 @@ from envbuilder.run.artifacts import ArtifactsHome, make_run_folder, place_run
 from envbuilder.run.container import execute_run, host_has_nvidia
 from envbuilder.run.record import plan_summary
 from envbuilder.run.spec import RunOptions, run_spec
+
+if TYPE_CHECKING:
+    from envbuilder.run.result import ProjectRun
 
 
 @dataclass(frozen=True)
@@ -45,19 +48,6 @@ class ProjectImage:
     plan: Mapping[str, Any] | None = None  # plan_summary(): torch, flavour, Python and plan hash, as the store keeps it
     project_name: str | None = None
     build: Any = None  # envbuilder.api.ProjectBuild when this run built (or found) the image from the project
-
-
-@dataclass(frozen=True)
-class ProjectRun:
-    image: ProjectImage
-    result: Any  # RunResult, or run.pipeline.PipelineResult for a pipeline
-
-    @property
-    def ok(self) -> bool:
-        return self.result.ok
-
-    def to_json(self) -> dict:
-        return {**self.result.to_json(), "image": self.image.ref}
 
 
 BuildStep = Callable[[str, "str | None"], ProjectImage]  # (source, git commit or ref) -> the project's image
@@ -136,6 +126,8 @@ def run_project(
         result = execute_run(replace(spec, run_id=placed.run_id, origin=placed.origin), docker=docker, store=store,
                              on_line=on_line, on_progress=on_progress,
                              on_start=on_start)
+    from envbuilder.run.result import ProjectRun  # loaded by then: the executor imports it while the job runs
+
     return ProjectRun(chosen, result)
 
 

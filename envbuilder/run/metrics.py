@@ -1,6 +1,7 @@
 """Metrics from training log lines, the fallback when a job uses neither explicit channel (run.metric_channels).
 
-Owns MetricPoint, the line heuristics (parse_metrics) and MetricTracker, which turns a line stream into points
+Owns the line heuristics (parse_metrics) and MetricTracker, which turns a line stream into points
+(envbuilder.run.record.MetricPoint, what the store keeps)
 and decides their x axis (step, epoch, or a running count of reports). What the heuristics take:
 - `name=value` / `name: value` pairs (tqdm and Lightning postfixes, custom prints), words followed by numbers
   (`Epoch 3/10`, `iter 120: train loss 1.23`), and flat JSON / Python dict printouts (Hugging Face Trainer);
@@ -13,7 +14,8 @@ and anything glued into a path or file name (`epoch=3-step=300.ckpt`).
 Names are kept as written (`val/acc` stays `val/acc`); only prose names are joined with `_` ("train loss" ->
 `train_loss`), and the words for the x axis (step, iter, global_step, epoch, in any case) become `step`/`epoch`.
 
-Pure: no I/O, no clock unless the tracker is given one. Must not import anything of ours.
+Pure: no I/O, no clock unless the tracker is given one. Imports only the record's values (run.record): the run
+store loads those on every run, and these parsers' regexes only once a job's output is read.
 """
 
 from __future__ import annotations
@@ -26,34 +28,36 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from envbuilder.run.record import MetricPoint
+
 # A pattern whose named groups are metrics, or (name, pattern) whose group `value` is that metric.
 ExtraPattern = Union[str, "re.Pattern[str]", tuple[str, Union[str, "re.Pattern[str]"]]]
 
 # What a point's step counts. "report": the log printed neither step nor whole epochs, so points are numbered.
 AXES = ("step", "epoch", "report")
 
+# The patterns are strings that re compiles (and caches) at their first use: compiling them when this module
+# loads cost every run ~3 ms, before its job had printed anything.
 # Digits may carry a unit (12.3ms, 95%); nan/inf must be whole words. The lookaheads stop backtracking
 # from splitting one number in two (12:00:01 is a clock, not time=12; 2,000 is not 2).
 _NUMBER = (r"[-+]?(?:(?:(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?!\d)(?!\.\d)(?!,\d{3}\b))"
            r"|(?:nan|inf(?:inity)?)(?![A-Za-z_]))")
 # A value ends the token: `epoch=3-step=300.ckpt` and `uid=0(root)` are a file name and `id` output, not pairs.
 _END = r"(?:%|ms|s)?(?=[\s,;|\])}]|$)"
-_WORD_METRIC = re.compile(
-    r"(?<![\w./\-])(?P<name>(?:(?:train|training|val|valid|validation|eval|test)[ _])?"
+_WORD_METRIC = (
+    r"(?i)(?<![\w./\-])(?P<name>(?:(?:train|training|val|valid|validation|eval|test)[ _])?"
     r"(?:loss|acc|accuracy|lr|learning[ _]rate|perplexity|ppl)"
     r"|global[ _]step|step|iteration|iter|epoch)"
-    r"\s*[:=]?\s*[\[(]?\s*(?P<num>" + _NUMBER + r")(?P<frac>\s*/\s*\d+)?(?=[\s,;|\])}:%]|$)",
-    re.IGNORECASE,
+    r"\s*[:=]?\s*[\[(]?\s*(?P<num>" + _NUMBER + r")(?P<frac>\s*/\s*\d+)?(?=[\s,;|\])}:%]|$)"
 )
 # `name=value` and `name: value`, the name optionally quoted ('loss': 0.4 in a dict that would not parse).
 # Not after `-` or `.`: `--lr=0.1` is a command line, `model.lr=0.1` a Hydra override.
-_PAIR = re.compile(
-    r"(?<![\w./`-])(?P<q>['\"]?)(?P<name>[A-Za-z_][\w./-]*?)(?P=q)(?P<sep>\s*[=:]\s*)(?P<num>" + _NUMBER + r")"
-    r"(?P<frac>/\d+)?(?!:\d)" + _END,
-    re.IGNORECASE,
+_PAIR = (
+    r"(?i)(?<![\w./`-])(?P<q>['\"]?)(?P<name>[A-Za-z_][\w./-]*?)(?P=q)(?P<sep>\s*[=:]\s*)(?P<num>" + _NUMBER + r")"
+    r"(?P<frac>/\d+)?(?!:\d)" + _END
 )
 # `Namespace(batch_size=32, lr=0.1)`, `TrainConfig(seed=1)`: a call's keyword arguments are settings.
-_CALL = re.compile(r"\b[A-Za-z_][\w.]*\((?:[^()]|\([^()]*\))*=(?:[^()]|\([^()]*\))*\)")
+_CALL = r"\b[A-Za-z_][\w.]*\((?:[^()]|\([^()]*\))*=(?:[^()]|\([^()]*\))*\)"
 
 # Words that make a name a measurement. A name is split on _ . / - and spaces; any token may match.
 _MEASURED = frozenset({
@@ -68,7 +72,7 @@ _SETTING_TOKENS = frozenset({"weight", "coef", "coeff", "scale", "type", "fn", "
                              "patience", "factor", "size", "rank", "uid", "gid", "pid", "v_num", "every", "interval"})
 # A line that starts by saying what it evaluates ("Test set: Average loss: 0.03") names its metrics: without the
 # prefix, the test loss and the training loss would be one series.
-_CONTEXT = re.compile(r"^\W*(?P<split>test|val|valid|validation|eval|evaluation)\b", re.IGNORECASE)
+_CONTEXT = r"(?i)^\W*(?P<split>test|val|valid|validation|eval|evaluation)\b"
 _SPLIT_WORDS = ("train", "training", "val", "valid", "validation", "eval", "test", "dev")
 _MAX_LITERAL = 20_000  # longer "dicts" are not metric printouts; literal_eval on them costs too much
 _WRAPPERS = frozenset({"metrics", "logs", "scalars", "data"})
@@ -109,7 +113,7 @@ def parse_metrics(line: str, extra_patterns: Iterable[ExtraPattern] = ()) -> dic
     """Every metric in one log line by name as written; `step` and `epoch` are included when present."""
     values = _parse_mapping(line)
     if values is None:
-        values = _parse_words(_CALL.sub(" ", line))
+        values = _parse_words(re.sub(_CALL, " ", line))
     values = _keep(values)
     for name, value in _parse_extra(line, extra_patterns).items():
         values[name] = value
@@ -134,14 +138,14 @@ def _to_float(text: str) -> float:
 def _parse_words(line: str) -> dict[str, float]:
     values: dict[str, float] = {}
     taken: list[tuple[int, int]] = []
-    for regex in (_WORD_METRIC, _PAIR):
-        for match in regex.finditer(line):
+    for pattern in (_WORD_METRIC, _PAIR):
+        for match in re.finditer(pattern, line):
             start, end = match.span()
             if any(start < t_end and t_start < end for t_start, t_end in taken):
                 continue
             raw = match.group("name")
             axis = axis_name(raw)
-            name = axis or (re.sub(r"\s+", "_", raw.strip()) if regex is _WORD_METRIC else raw)
+            name = axis or (re.sub(r"\s+", "_", raw.strip()) if pattern is _WORD_METRIC else raw)
             if match.group("frac") and axis is None:
                 continue  # "Accuracy: 9890/10000" is a count, not the metric
             try:
@@ -149,7 +153,7 @@ def _parse_words(line: str) -> dict[str, float]:
             except ValueError:
                 continue
             taken.append((start, end))
-    context = _CONTEXT.match(line)
+    context = re.match(_CONTEXT, line)
     if context:
         split = "test" if context.group("split").lower() == "test" else "val"
         values = {name if name in ("step", "epoch") or _tokens(name)[0] in _SPLIT_WORDS else f"{split}_{name}": value
@@ -172,14 +176,14 @@ def _parse_mapping(line: str) -> dict[str, float] | None:
     return flatten_numbers(data)
 
 
-_NON_FINITE = re.compile(r"(?<![\w'\"])(-?)(nan|inf)(?![\w'\"])")
+_NON_FINITE = r"(?<![\w'\"])(-?)(nan|inf)(?![\w'\"])"
 
 
 def _literal_dict(text: str) -> Any:
     # repr() of a float nan/inf is a bare name, which literal_eval refuses: quote it, and convert back after.
     import ast  # only dict printouts need it: every run imports this module
 
-    quoted = _NON_FINITE.sub(lambda m: f"'__{m.group(1)}{m.group(2)}__'", text)
+    quoted = re.sub(_NON_FINITE, lambda m: f"'__{m.group(1)}{m.group(2)}__'", text)
     try:
         return ast.literal_eval(quoted)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -224,23 +228,12 @@ def _parse_extra(line: str, patterns: Iterable[ExtraPattern]) -> dict[str, float
     return values
 
 
-@dataclass(frozen=True)
-class MetricPoint:
-    """One value of one metric at a point of the x axis (`axis`: step, epoch or report), at wall-clock time t."""
-
-    step: int
-    name: str
-    value: float
-    t: float
-    axis: str = "step"
-
-
 # A YAML mapping header (`trainer:`) opens a config dump (OmegaConf.to_yaml, Hydra's printed config); its
 # entries and nested headers follow, indented or not, until a line of another shape.
-_YAML_HEADER = re.compile(r"^\s*[A-Za-z_][\w.\-]*:\s*$")
-_YAML_ENTRY = re.compile(r"^\s*(?:-\s+)?[A-Za-z_][\w.\-]*:(?:\s+\S.*)?$|^\s+-\s+\S")
+_YAML_HEADER = r"^\s*[A-Za-z_][\w.\-]*:\s*$"
+_YAML_ENTRY = r"^\s*(?:-\s+)?[A-Za-z_][\w.\-]*:(?:\s+\S.*)?$|^\s+-\s+\S"
 # `TrainingArguments(` alone at the end of a line opens a multi-line argument echo, closed by a line starting `)`.
-_CALL_OPEN = re.compile(r"[A-Za-z_][\w.]*\(\s*$")
+_CALL_OPEN = r"[A-Za-z_][\w.]*\(\s*$"
 
 
 @dataclass
@@ -287,13 +280,13 @@ class MetricTracker:
         if self._in_call:
             self._in_call = not line.lstrip().startswith(")")
             return "argument-echo"
-        if _CALL_OPEN.search(line):
+        if re.search(_CALL_OPEN, line):
             self._in_call = True
             return "argument-echo"
-        if _YAML_HEADER.match(line):
+        if re.match(_YAML_HEADER, line):
             self._in_yaml = True
             return "config-dump"
-        if self._in_yaml and _YAML_ENTRY.match(line):
+        if self._in_yaml and re.match(_YAML_ENTRY, line):
             return "config-dump"
         self._in_yaml = False
         return None

@@ -16,7 +16,8 @@ from typing import Any
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.run.artifacts import ArtifactsHome, make_run_folder, place_run
-from envbuilder.run.container import RunResult, execute_run
+from envbuilder.run.container import execute_run
+from envbuilder.run.result import RunResult
 from envbuilder.run.spec import RunOptions, run_spec
 
 

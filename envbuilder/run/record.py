@@ -1,5 +1,5 @@
-"""RunRecord: one run as the run store holds it, the statuses a run can be in, where it came from (RunOrigin)
-and how run ids are drawn.
+"""RunRecord: one run as the run store holds it, the statuses a run can be in, where it came from (RunOrigin),
+how run ids are drawn, and MetricPoint, one value of a metric as the store keeps it.
 
 A frozen dataclass, not a pydantic model: the store returns one from every start and read, and `envbuilder run`
 must not pay for importing pydantic. The store (envbuilder.run.store) imports this module, never the reverse.
@@ -35,6 +35,17 @@ def new_run_id(now: datetime | None = None) -> str:
     run is recorded when its artifacts folder is named after it (envbuilder.run.artifacts)."""
     now = now or datetime.now(timezone.utc)
     return f"r-{now:%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One value of one metric at a point of the x axis (`axis`: step, epoch or report), at wall-clock time t."""
+
+    step: int
+    name: str
+    value: float
+    t: float
+    axis: str = "step"
 
 
 @dataclass(frozen=True)

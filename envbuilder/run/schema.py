@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.metrics import MetricPoint
-from envbuilder.run.record import RunRecord
+from envbuilder.run.record import MetricPoint, RunRecord
 
 # Index i takes the schema from user_version i to i + 1. Append; never edit a released step.
 _MIGRATIONS: tuple[str, ...] = (

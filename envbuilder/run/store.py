@@ -25,12 +25,12 @@ from envbuilder.errors import EnvbuilderError
 from envbuilder.redact import redact_text
 from envbuilder.run.database import RunDatabase
 from envbuilder.run.database import guarded as _guarded
-from envbuilder.run.metrics import MetricPoint
 from envbuilder.run.record import (
     FINISHED_STATUSES,
     LAST,
     QUEUED,
     RUNNING,
+    MetricPoint,
     RunOrigin,
     RunRecord,
     RunStatus,
