@@ -21,9 +21,8 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from envbuilder.errors import ProjectError, UsageError
 
@@ -35,11 +34,13 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 INDEX_SCHEMES = ("http", "https", "file")  # what pip and uv read an index or find-links location from
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 # Docker's reference grammar, reduced to what a push target is: [HOST[:PORT]/]PATH, lowercase path components.
-_REPOSITORY = re.compile(r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_REPOSITORY = r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
+
+# The values below are NamedTuples, not dataclasses: every run reads the defaults (its network), and defining
+# these five as dataclasses cost `run --image` ~4 ms.
 
 
-@dataclass(frozen=True)
-class DefaultKey:
+class DefaultKey(NamedTuple):
     """One default: its TOML key (also the flag's name), the NetworkOptions field it fills, its variables."""
 
     name: str
@@ -83,8 +84,7 @@ PROJECT_REFUSAL = ("a project's config cannot set the network, CA trust or proxi
                    "put it in the user config's [defaults] or pass the flag")
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One effective value: the key, the value, the layer that set it and exactly where (a file, $VAR, --flag)."""
 
     key: str
@@ -97,16 +97,14 @@ class Setting:
         return {"key": self.key, "value": value, "layer": self.layer, "origin": self.origin}
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """What one layer says: key -> Setting. A Setting whose value is None says "none" (ENVBUILDER_HOST_CA=0)."""
 
     name: str
-    settings: Mapping[str, Setting] = field(default_factory=dict)
+    settings: Mapping[str, Setting]
 
 
-@dataclass(frozen=True)
-class Defaults:
+class Defaults(NamedTuple):
     """The merged layers: the effective Setting of every key some layer set."""
 
     settings: Mapping[str, Setting]
@@ -222,7 +220,7 @@ def proxy_problem(url: str) -> str | None:
 def repository_problem(text: str) -> str | None:
     """Why `text` cannot be a push target (REGISTRY/REPO, no tag or digest), or None when it can."""
     name = text.strip().rstrip("/")
-    if "@" in name or ":" in name.rsplit("/", 1)[-1] or not _REPOSITORY.match(name):
+    if "@" in name or ":" in name.rsplit("/", 1)[-1] or not re.match(_REPOSITORY, name):
         return "must be REGISTRY/REPO without a tag, e.g. ghcr.io/acme/demo"
     return None
 
@@ -393,8 +391,7 @@ def flag_layer(values: Mapping[str, Any], origins: Mapping[str, str] | None = No
     return Layer("flag", settings)
 
 
-@dataclass(frozen=True)
-class EffectiveDefaults:
+class EffectiveDefaults(NamedTuple):
     """What `envbuilder config show` prints: every default's value and origin, and the files that were read."""
 
     defaults: Defaults

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _VALUE_OPTIONS = ("--data-dir", "--docker")
 
 
-@dataclass(frozen=True)
-class GroupArgs:
+class GroupArgs(NamedTuple):  # not a dataclass, which costs ~1 ms to define: this is on every command's path
     data_dir: str | None
     docker: str | None
     verbose: bool
