@@ -1,8 +1,8 @@
 """The least any Python client can do for `run --image IMAGE -- CMD` with a record (bench_run.py's floor row).
 
 Standard library only, no envbuilder code: the modules a run needs (json, sqlite3, socket, dataclasses, pathlib,
-re, datetime, threading) are imported, then one image inspect, a SQLite row, create, start, wait, remove and the
-row's update, over the local engine socket. What `envbuilder run` costs above this is its own code: its modules,
+re, datetime, threading) are imported, then one image inspect, a SQLite row, create, attach (as `docker run` does),
+start, wait, remove and the row's update, over the local engine socket. What `envbuilder run` costs above this is its own code: its modules,
 the run's folder, log and metrics, the checks.
 
     python benchmarks/floor_client.py DB IMAGE CMD...
@@ -61,9 +61,17 @@ def main(db_path: str, image: str, command: list[str]) -> int:
     with db:
         db.execute("INSERT INTO runs VALUES (?, 'running', ?, NULL, NULL)",
                    (run_id, datetime.datetime.now(datetime.timezone.utc).isoformat()))
-    _, created = call("POST", "/containers/create", {"Image": image, "Cmd": command, "Labels": {"run-id": run_id}})
+    _, created = call("POST", "/containers/create", {"Image": image, "Cmd": command, "Labels": {"run-id": run_id},
+                                                      "AttachStdout": True, "AttachStderr": True})
     container = json.loads(created)["Id"]
-    call("POST", f"/containers/{container}/start")
+    # Attached before start, as `docker run` and envbuilder are: the only way to be sure of every line of output.
+    with socket.socket(socket.AF_UNIX) as output:
+        output.connect(SOCKET)
+        output.sendall(f"POST /v1.41/containers/{container}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+                       "Host: docker\r\nContent-Length: 0\r\n\r\n".encode())
+        call("POST", f"/containers/{container}/start")
+        while output.recv(65536):  # to the end of the job's output
+            pass
     _, waited = call("POST", f"/containers/{container}/wait")
     code = json.loads(waited)["StatusCode"]
     call("DELETE", f"/containers/{container}")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.run.record import RunOrigin, new_run_id
@@ -36,8 +36,7 @@ _MAX_WALK = 20_000  # entries looked at per run folder: a dataset written to /ar
 _RESUMABLE = ("completed", "stopped")
 
 
-@dataclass(frozen=True)
-class ArtifactsHome:
+class ArtifactsHome(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """The folder under which a project's runs keep their files (see the module's layout)."""
 
     base: Path
@@ -64,8 +63,7 @@ class ArtifactsHome:
         return self.base / (job.artifacts if job is not None else "artifacts") / (job_name or CMD_FOLDER)
 
 
-@dataclass(frozen=True)
-class PlacedRun:
+class PlacedRun(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """One run, placed: its id, the options with its artifacts folder and checkpoint filled in, its origin."""
 
     run_id: str

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.quantities import is_env_name, parse_size_bytes
@@ -20,8 +20,7 @@ from envbuilder.quantities import is_env_name, parse_size_bytes
 MIN_MEMORY = 6 * 1024**2  # the engine refuses a smaller --memory ("Minimum memory limit allowed is 6MB")
 
 
-@dataclass(frozen=True)
-class PublishedPort:
+class PublishedPort(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """`--publish [IP:]HOST:CONTAINER[/tcp|udp]`: a container port reachable on the host, as `docker run -p`."""
 
     host_port: int

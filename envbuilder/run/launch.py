@@ -14,9 +14,9 @@ build step is a callable the caller passes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from envbuilder.errors import DockerError, ProjectError, UsageError
 from envbuilder.imagelayout import LABEL_PLAN_HASH, LABEL_PROJECT
@@ -29,8 +29,7 @@ if TYPE_CHECKING:
     from envbuilder.run.result import ProjectRun
 
 
-@dataclass(frozen=True)
-class RunRequest:
+class RunRequest(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """What to run from the project: one job (with options.args), a bare command, or the whole pipeline."""
 
     job: str | None = None
@@ -40,8 +39,7 @@ class RunRequest:
     from_checkpoint: str | None = None  # resumes the pipeline's first job that has a resume-arg
 
 
-@dataclass(frozen=True)
-class ProjectImage:
+class ProjectImage(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """The image a run uses, and what is known of how it was built."""
 
     ref: str

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from envbuilder.imagelayout import (
     LABEL_FLAVOR,
@@ -37,8 +37,7 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"r-{now:%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
 
 
-@dataclass(frozen=True)
-class MetricPoint:
+class MetricPoint(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """One value of one metric at a point of the x axis (`axis`: step, epoch or report), at wall-clock time t."""
 
     step: int
@@ -48,8 +47,7 @@ class MetricPoint:
     axis: str = "step"
 
 
-@dataclass(frozen=True)
-class RunOrigin:
+class RunOrigin(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     """Where a run came from, recorded with it: the project's git commit and whether tracked files differed
     from it (None when the project is not a git work tree), and the run it resumed from."""
 

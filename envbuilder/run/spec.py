@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.imagelayout import (
@@ -40,8 +40,7 @@ DEFAULT_SHM_CAP = 2 * 1024**3  # Docker's 64m default starves DataLoader workers
 RUN_MODES = ("attached", "detached", "interactive")
 
 
-@dataclass(frozen=True)
-class ResolvedMount:
+class ResolvedMount(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
     source: Path
     target: str
     read_only: bool
