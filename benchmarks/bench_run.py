@@ -5,8 +5,9 @@
 Measures, in one process and interleaved (so engine load hits both alike), the wall time of
 `envbuilder run DIR --image IMG -- true` against `docker run --rm IMG true`, then `envbuilder --help` and
 `envbuilder --version`. Prints medians side by side and the ratio; the target is a ratio under 1.15 (issue #7).
-A floor row times benchmarks/floor_client.py in the same loop: the same engine calls and a SQLite row from a
-stdlib-only Python client, the least any Python implementation of the command can cost.
+A floor row times benchmarks/floor_client.py in the same loop: the same engine calls (the output attached before
+start, as docker run does) and a SQLite row from a stdlib-only Python client, the least any Python implementation
+of the command can cost.
 Each command's CPU time (user + system, of the client process only: the engine's work is not in it) is printed
 too: on a shared, loaded machine wall times wander, while CPU time says how much work each client does.
 The envbuilder side does what a real run does: records the run in SQLite, mounts the project, streams
