@@ -645,9 +645,11 @@ def test_image_inspect_answers_alike(docker, image):
 
 @pytest.mark.docker
 def test_gpus_without_the_nvidia_runtime(docker, image):
+    label = uuid.uuid4().hex
     with pytest.raises(DockerError) as err:
-        docker.run_detached(image, ["true"], gpus="all")
+        docker.run_detached(image, ["true"], gpus="all", labels={LABEL: label})
     assert err.value.code == "nvidia-runtime-missing"
+    assert docker.containers_labelled(LABEL, label) == []  # the container the engine created is not left behind
 
 
 @pytest.mark.docker

@@ -6,6 +6,7 @@ imports the socket engine hands over. Imported only when chosen: the SDK's impor
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -162,32 +163,41 @@ class SdkEngine(EngineBase):
         cpus: float | None = None,
         memory: str | None = None,
     ) -> str:
-        """Start a container in the background and return its id; the SDK pulls an image that is not here."""
+        """Start a container in the background and return its id. An image that is not here is pulled first (with
+        the SDK's registry auth); a container the engine created but would not start is removed before the error is
+        raised. Created and started in two calls, not the SDK's containers.run, which leaves that container behind."""
         from docker.types import DeviceRequest, Mount
 
+        what = f"starting a container of {image}"
         count = gpu_count(gpus)
-        device_requests = None if count is None else [DeviceRequest(count=count, capabilities=[["gpu"]])]
-        container = self._call(
-            f"starting a container of {image}",
-            lambda: self.client.containers.run(
-                image,
-                command,
-                name=name,
-                detach=True,
-                mounts=[Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in mounts],
-                environment=dict(env or {}),
-                user=user,
-                working_dir=workdir,
-                device_requests=device_requests,
-                shm_size=None if shm_size is None else shm_bytes(shm_size),
-                labels=dict(labels or {}),
-                network_mode=network,
-                ports=_port_bindings(ports) or None,
-                nano_cpus=None if cpus is None else int(round(cpus * 1e9)),
-                mem_limit=None if memory is None else shm_bytes(memory),
-                init=True,  # a real PID 1 forwards SIGTERM to the job and reaps its DataLoader workers
-            ),
-        )
+        options = {
+            "name": name,
+            "mounts": [Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in mounts],
+            "environment": dict(env or {}), "user": user, "working_dir": workdir,
+            "device_requests": None if count is None else [DeviceRequest(count=count, capabilities=[["gpu"]])],
+            "shm_size": None if shm_size is None else shm_bytes(shm_size), "labels": dict(labels or {}),
+            "network_mode": network, "ports": _port_bindings(ports) or None,
+            "nano_cpus": None if cpus is None else int(round(cpus * 1e9)),
+            "mem_limit": None if memory is None else shm_bytes(memory),
+            "init": True,  # a real PID 1 forwards SIGTERM to the job and reaps its DataLoader workers
+        }
+
+        def create() -> Any:
+            import docker.errors
+
+            try:
+                return self.client.containers.create(image, command, **options)
+            except docker.errors.ImageNotFound:  # `docker run` pulls it
+                self.pull(image, what=what)
+                return self.client.containers.create(image, command, **options)
+
+        container = self._call(what, create)
+        try:
+            self._call(what, container.start)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.remove_container(container.id)
+            raise
         return container.id
 
     def container_state(self, container_id: str) -> dict | None:

@@ -10,6 +10,7 @@ Must not import the docker SDK, requests or urllib3 at module level, nor the CLI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -267,7 +268,8 @@ class SocketEngine(EngineBase):
         cpus: float | None = None,
         memory: str | None = None,
     ) -> str:
-        """Start a container in the background and return its id. An image that is not here is pulled first.
+        """Start a container in the background and return its id. An image that is not here is pulled first; a
+        container the engine created but would not start is removed before the error is raised.
 
         attach: attach to its output before it starts, as `docker run` does, so that follow_to_exit gets every
         line from that stream (a logs follow on a loaded engine can end before the last lines, moby/moby#43860).
@@ -288,7 +290,9 @@ class SocketEngine(EngineBase):
         try:
             self.api.call("POST", f"/containers/{container_id}/start", what=what)
         except BaseException:
-            self._drop_attached(container_id)
+            # A refused start (no NVIDIA runtime, a port in use) leaves a `created` container: nothing stays behind.
+            with contextlib.suppress(Exception):
+                self.remove_container(container_id)
             raise
         return container_id
 

@@ -211,7 +211,7 @@ def start_container(spec: RunSpec, run_id: str, docker: Any, store: Any, *, atta
         container = docker.run_detached(spec.image, list(spec.argv), attach=attach, **spec.container_options(run_id))
     except EnvbuilderError as exc:
         store.finish_run(run_id, "failed", None, str(exc))
-        _remove_labelled(docker, run_id)  # a refused start (no NVIDIA runtime) leaves a `created` container
+        _remove_labelled(docker, run_id)  # ours remove a container they could not start; another engine may not
         raise
     except BaseException:
         store.finish_run(run_id, "failed", None, "interrupted while starting the container")
