@@ -31,5 +31,11 @@ set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}"
 code=$?
 set -e
+# BuildKit's cache grows with every build the suite makes (~1 GB of layers a run) and nothing trims it. On CI,
+# where runs follow one another on one disk, the newest 10 GB are kept (ENVBUILDER_TEST_BUILD_CACHE changes it).
+if [ "${CI:-}" = true ] && [ "${ENVBUILDER_SKIP_DOCKER:-}" != 1 ]; then
+  docker builder prune -f --keep-storage "${ENVBUILDER_TEST_BUILD_CACHE:-10gb}" > /dev/null 2>&1 \
+    || echo "envbuilder: could not trim BuildKit's cache (docker builder prune)" >&2
+fi
 # pytest exits 5 when a selection matched no test: that is a broken selection, not a pass.
 exit $code
