@@ -86,7 +86,8 @@ class Engine(Protocol):
                      network: str | None = None, attach: bool = False,
                      ports: Iterable[tuple[str, int, int, str]] = (), cpus: float | None = None,
                      memory: str | None = None) -> str:
-        """Start a container in the background (pulling a missing image first); its id.
+        """Start a container in the background (pulling a missing image first); its id. A container the engine
+        created but would not start (no NVIDIA runtime, a port in use) is removed before the error is raised.
 
         ports: (host IP, "" for every interface as `docker run -p` does; host port; container port; tcp|udp)
         published; cpus: `docker run --cpus`; memory: `docker run --memory`, in Docker's size syntax."""
