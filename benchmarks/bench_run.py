@@ -37,7 +37,8 @@ from pathlib import Path
 DEFAULT_IMAGE = "envbuilder/base-python:3.11-bookworm"
 TARGET_RATIO = 1.15
 # Runs the CLI from the source tree named by argv[1]; used for both sides of a --baseline comparison.
-LAUNCH = "import sys; sys.path.insert(0, sys.argv.pop(1)); from envbuilder.cli import main; sys.exit(main(sys.argv[1:]))"
+LAUNCH = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import envbuilder.cli as cli; "
+          "cli.entry() if hasattr(cli, 'entry') else sys.exit(cli.main(sys.argv[1:]))")  # a tree from before entry()
 REPO = Path(__file__).resolve().parents[1]
 
 

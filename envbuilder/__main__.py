@@ -1,5 +1,3 @@
-import sys
+from envbuilder.cli import entry
 
-from envbuilder.cli import main
-
-sys.exit(main())
+entry()
