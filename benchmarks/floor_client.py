@@ -82,4 +82,8 @@ def main(db_path: str, image: str, command: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
+    code = main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    import gc
+
+    gc.freeze()  # as envbuilder's program does: the interpreter's last garbage collection is skipped
+    sys.exit(code)
