@@ -27,7 +27,6 @@ class SdkEngine(EngineBase):
         super().__init__(docker_binary=docker_binary, timeout=timeout)
         # None: the engine DOCKER_HOST / the docker context names; the socket engine passes its own socket, so
         # the work it hands over (pull, push, load) reaches the same engine whatever DOCKER_HOST says.
-        self.base_url = base_url
         self.docker_host = base_url
 
     @cached_property
@@ -35,7 +34,7 @@ class SdkEngine(EngineBase):
         import docker  # deferred: heavy import, and only commands that touch Docker need it
 
         try:
-            client = (docker.DockerClient(base_url=self.base_url, timeout=self._timeout) if self.base_url
+            client = (docker.DockerClient(base_url=self.docker_host, timeout=self._timeout) if self.docker_host
                       else docker.from_env(timeout=self._timeout))
             client.ping()
             return client
