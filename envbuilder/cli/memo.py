@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from envbuilder.build.memo import Observed
     from envbuilder.settings import Settings
 
+
 def answer_from_memo(args: Sequence[str]) -> int | None:
     """Print `build`'s answer and return its exit code (0) when its memo holds; else None."""
     command = _build_command(args)
