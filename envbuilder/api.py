@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from envbuilder.settings import Settings
 
@@ -204,8 +203,7 @@ def check_python_fit(project: ProjectSpec, plan: Plan, matrix: Matrix, available
     return fit_from_report(InstallReport(True, report.platform, tuple(probes), seconds=seconds), plan_pins(plan))
 
 
-@dataclass(frozen=True)
-class ProjectBuild:
+class ProjectBuild(NamedTuple):  # not a dataclass: `run --image` imports this module (envbuilder.run's docstring)
     """What build_project did: the project it read, the plan it resolved, and the image it built or found."""
 
     project: ProjectSpec
@@ -397,8 +395,7 @@ def submit_project(
                       build=build_for_cluster, docker=engine, on_image=on_image)
 
 
-@dataclass(frozen=True)
-class ProjectBundle:
+class ProjectBundle(NamedTuple):  # not a dataclass, as ProjectBuild
     """What bundle_project did: the build it bundled (built here or found) and the bundle file it wrote."""
 
     build: ProjectBuild

@@ -8,7 +8,6 @@ Must not import docker, subprocess wrappers or the CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 # Exit codes the CLI returns. 3 is reserved for resolver conflicts, as the resolve contract says.
@@ -19,28 +18,40 @@ EXIT_DOCKER = 4
 EXIT_INTERRUPTED = 130
 
 
-# Not frozen: Python assigns __traceback__ and __context__ on exceptions as they propagate.
-@dataclass(eq=False)
 class EnvbuilderError(Exception):
     """A failure with a stable code (kebab-case), a one-line message and a hint saying what to do.
 
     The class carries the exit code; envbuilder.error_codes lists every code with its class and meaning.
+    A plain class, not a dataclass: every command imports this module, `run --image` included, and defining a
+    dataclass (and importing `dataclasses`) costs that command ~10 ms (envbuilder.run's docstring).
     """
 
-    code: str
-    message: str
-    hint: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
     exit_code: ClassVar[int] = EXIT_ERROR
 
-    def __post_init__(self) -> None:
-        super().__init__(self.code, self.message)
+    def __init__(self, code: str, message: str, hint: str | None = None,
+                 context: dict[str, Any] | None = None) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.context: dict[str, Any] = {} if context is None else context
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, hint={self.hint!r})"
 
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}"
         if self.hint:
             text += f". Hint: {self.hint}"
         return text
+
+    def replaced(self, **changes: Any) -> EnvbuilderError:
+        """The same error (same class) with some of code, message, hint and context changed: a caller adding
+        what it knows (the build's log, a registry's remedy) before raising it on."""
+        return type(self)(**{**self._fields(), **changes})
+
+    def _fields(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint, "context": self.context}
 
     def to_json(self) -> dict[str, Any]:
         """The error as --json prints it, on stdout, whatever the command."""
@@ -79,12 +90,14 @@ class DockerError(EnvbuilderError):
     exit_code: ClassVar[int] = EXIT_DOCKER
 
 
-@dataclass(eq=False)
 class JobEnded(EnvbuilderError):
     """A job ended badly: envbuilder exits with the job's own exit code, so scripts see what the job said."""
 
-    job_exit_code: int = EXIT_ERROR
+    def __init__(self, code: str, message: str, hint: str | None = None, context: dict[str, Any] | None = None,
+                 job_exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(code, message, hint, context)
+        self.job_exit_code = job_exit_code
+        self.exit_code = job_exit_code  # type: ignore[misc]  # the one class whose code is the job's
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.exit_code = self.job_exit_code  # type: ignore[misc]  # the one class whose code is the job's
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "job_exit_code": self.job_exit_code}

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import dataclasses
 import json
 import textwrap
 import threading
@@ -126,7 +125,7 @@ def run(image, project, settings, docker_client, store, the_job, *, job_name="te
     spec = run_spec(image, project, job=the_job, job_name=job_name, command=command,
                     options=RunOptions(args=tuple(args), **options), has_nvidia=lambda: False)
     # The spec is a value: a test runs it as another user, or with a shorter grace, by replacing a field.
-    spec = dataclasses.replace(spec, **{k: v for k, v in (("user", user), ("grace_s", grace_s)) if v is not None})
+    spec = spec._replace(**{k: v for k, v in (("user", user), ("grace_s", grace_s)) if v is not None})
     return execute_run(spec, docker=docker_client, store=store, on_line=on_line)
 
 

@@ -154,7 +154,7 @@ def test_resolve_steps_python_down_to_where_scipy_1_10_has_wheels(cli, online, t
     # A rare failure here was never seen with its cause: the assertion says what the check reported.
     assert plan["python"] == "3.11", (plan["reasons"], plan["warnings"], online.requests)
     (why,) = [r for r in plan["reasons"] if r.startswith("Python 3.11:")]
-    assert why.startswith("Python 3.11: scipy==1.10.0 has no wheels for 3.12+")
+    assert why.startswith("Python 3.11: scipy==1.10.0 has no wheels for 3.12+"), (why, plan["warnings"], online.requests)
     assert not [w for w in plan["warnings"] if w["code"].startswith("dependencies-")]
     assert online.page_requests("scipy") >= 1
 

@@ -293,8 +293,7 @@ def _build_logged(spec: BuildSpec, docker: Engine, settings: Settings, on_line: 
         except EnvbuilderError as exc:
             exc = _explained(exc, tail, spec, docker)
             log.write(f"# envbuilder: failed: {exc}\n")
-            raise dataclasses.replace(
-                exc,
+            raise exc.replaced(
                 hint=f"{exc.hint + '; ' if exc.hint else ''}the full log is {log_path}",
                 context={**exc.context, "log": str(log_path), "build_key": spec.key},
             ) from None

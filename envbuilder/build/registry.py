@@ -13,7 +13,6 @@ Must not import the CLI.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -101,13 +100,13 @@ def registry_errors(registry: str) -> Iterator[None]:
         yield
     except DockerError as exc:
         if exc.code == "tls-untrusted":
-            raise dataclasses.replace(
-                exc, code="registry-untrusted",
+            raise exc.replaced(
+                code="registry-untrusted",
                 hint=f"the Docker engine does not trust {host}'s certificate: `envbuilder login {host} --ca-cert "
                      f"CA.pem` installs the CA where the engine reads it ({DOCKER_CERTS_D}/{host}/ca.crt)") from None
         if exc.code == "registry-auth":
-            raise dataclasses.replace(
-                exc, hint=f"log in first: `envbuilder login {host} -u USER --password-stdin` (or `docker login "
+            raise exc.replaced(
+                hint=f"log in first: `envbuilder login {host} -u USER --password-stdin` (or `docker login "
                           f"{host}`; Docker's credential helpers work too)") from None
         raise
 

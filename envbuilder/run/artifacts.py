@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -95,7 +94,7 @@ def place_run(store: Any, home: ArtifactsHome, job_name: str | None, job: Any, o
         resume, parent = _last_checkpoint(store, home, job_dir, job_name)
     elif resume:
         parent = _run_holding(store, Path(resume).expanduser())
-    return PlacedRun(run_id, replace(options, artifacts_dir=folder, resume_from=resume),
+    return PlacedRun(run_id, options._replace(artifacts_dir=folder, resume_from=resume),
                      RunOrigin(git_commit=git[0], git_dirty=git[1], parent_run=parent), latest)
 
 

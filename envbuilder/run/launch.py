@@ -14,7 +14,6 @@ build step is a callable the caller passes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -121,7 +120,7 @@ def run_project(
                         options=placed.options, plan=chosen.plan, project_name=chosen.project_name,
                         has_nvidia=has_nvidia)
         make_run_folder(placed)
-        result = execute_run(replace(spec, run_id=placed.run_id, origin=placed.origin), docker=docker, store=store,
+        result = execute_run(spec._replace(run_id=placed.run_id, origin=placed.origin), docker=docker, store=store,
                              on_line=on_line, on_progress=on_progress,
                              on_start=on_start)
     from envbuilder.run.result import ProjectRun  # loaded by then: the executor imports it while the job runs

@@ -10,7 +10,7 @@ Must not import docker, pydantic or the CLI.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def run_pipeline(
         if on_job:
             on_job(name)
         job = config.jobs[name]
-        job_options = replace(options or RunOptions(), resume_from=from_checkpoint if name == resume_job else None)
+        job_options = (options or RunOptions())._replace(resume_from=from_checkpoint if name == resume_job else None)
         placed = None
         if home is not None:
             shared = next((folders[n] for n in reversed(job.needs) if n in folders), None)
@@ -91,7 +91,7 @@ def run_pipeline(
                         project_name=project_name, has_nvidia=has_nvidia)
         if placed is not None:
             make_run_folder(placed)
-            spec = replace(spec, run_id=placed.run_id, origin=placed.origin)
+            spec = spec._replace(run_id=placed.run_id, origin=placed.origin)
         runs.append(execute_run(spec, docker=docker, store=store, on_line=on_line, on_progress=on_progress,
                                 on_start=on_start))
         if runs[-1].artifacts_dir is not None:

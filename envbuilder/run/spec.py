@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from envbuilder.errors import EnvbuilderError
@@ -49,14 +49,14 @@ class ResolvedMount(NamedTuple):  # not a dataclass: why in envbuilder.run's doc
         return (str(self.source), self.target, self.read_only)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """What the command line (or a host application) sets over a job's config; None keeps the job's value."""
+class RunOptions(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
+    """What the command line (or a host application) sets over a job's config; None keeps the job's value.
+    `options._replace(resume_from=...)` gives a changed copy."""
 
     args: tuple[str, ...] = ()  # appended to the job's command
     mounts: tuple[ResolvedMount | str, ...] = ()  # `SRC:DST[:ro|rw]` text is relative to the current folder
     artifacts_dir: Path | None = None
-    env: Mapping[str, str] = field(default_factory=dict)  # merged over the job's env
+    env: Mapping[str, str] = MappingProxyType({})  # merged over the job's env
     gpus: str | int | None = None
     network: str | None = None  # a Docker network mode; None is Docker's default
     read_only_project: bool = True
@@ -70,9 +70,9 @@ class RunOptions:
     docker_cli: str | None = None  # the docker CLI an interactive run uses (None: `docker` on PATH)
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One container run, decided: the executor (envbuilder.run.container) carries it out as it is."""
+class RunSpec(NamedTuple):  # not a dataclass: why in envbuilder.run's docstring
+    """One container run, decided: the executor (envbuilder.run.container) carries it out as it is.
+    `spec._replace(run_id=...)` gives a changed copy."""
 
     image: str
     argv: tuple[str, ...]
