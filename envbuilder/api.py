@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from envbuilder.build.bundle import WrittenBundle
     from envbuilder.run.launch import ProjectImage, RunRequest
     from envbuilder.run.result import ProjectRun
-    from envbuilder.run.record import RunRecord
+    from envbuilder.run.runrecord import RunRecord
     from envbuilder.run.spec import RunOptions
     from envbuilder.cluster.submit import SubmitRequest, Submission
     from envbuilder.docker.engine import Engine

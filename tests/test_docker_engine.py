@@ -653,6 +653,30 @@ def test_gpus_without_the_nvidia_runtime(docker, image):
 
 
 @pytest.mark.docker
+def test_while_creating_runs_once_before_the_container_starts(docker, image):
+    label = uuid.uuid4().hex
+    seen: list[list[str]] = []
+    container = docker.run_detached(image, ["true"], labels={LABEL: label},
+                                    while_creating=lambda: seen.append(docker.containers_labelled(LABEL, label)))
+    assert len(seen) == 1  # once, and before the start: nothing of ours had started when it ran
+    assert seen[0] in ([], [container])  # the socket engine runs it while the engine creates the container
+    assert docker.wait(container) == 0
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("failure", [RuntimeError("the run store is locked"), KeyboardInterrupt()])
+def test_a_failing_while_creating_leaves_no_container(docker, image, failure):
+    label = uuid.uuid4().hex
+
+    def fail() -> None:
+        raise failure
+
+    with pytest.raises(type(failure)):
+        docker.run_detached(image, ["true"], labels={LABEL: label}, while_creating=fail)
+    assert docker.containers_labelled(LABEL, label) == []
+
+
+@pytest.mark.docker
 def test_both_transports_see_one_engine(image):
     socket_client, sdk = Docker(transport="socket"), Docker(transport="sdk")
     container = socket_client.run_detached(image, ["sh", "-c", "echo made by the socket client"], labels={LABEL: "both"})

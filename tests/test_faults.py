@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuilder.errors import DockerError
+from envbuilder.errors import DockerError, EnvbuilderError
 from envbuilder.run.container import execute_run, reconcile_runs, stop_run
 from envbuilder.run.faults import database_problem, describe, is_disk_full
 from envbuilder.run.hints import job_hint
@@ -112,6 +112,38 @@ def test_damage_found_while_reading_is_recovered_too(tmp_path):
     assert fresh.list_runs() == []
     assert notices and "was damaged" in notices[0] and "malformed" in notices[0]
     assert record.id  # the old runs are in the backup, not here
+
+
+# --- the run is recorded before its container starts -----------------------------------------------------------
+
+
+def test_the_run_is_recorded_and_announced_before_its_container_starts(tmp_path):
+    store = RunStore.from_settings(Settings(tmp_path / "home"))
+    engine = FakeEngine()
+    engine.script(["step=1 loss=0.5"])
+    project = tmp_path / "p"
+    project.mkdir()
+    seen = []
+
+    def on_start(record) -> None:
+        seen.append((store.get(record.id).status, list(engine.started)))
+
+    result = execute_run(spec_for(project), docker=engine, store=store, on_start=on_start)
+    assert seen == [("running", [])]  # recorded, and nothing had started yet
+    assert result.status == "completed" and store.get(result.run_id).container_id == engine.started[0].id
+
+
+def test_a_run_that_cannot_be_recorded_starts_no_container(tmp_path):
+    store = RunStore.from_settings(Settings(tmp_path / "home"))
+    taken = store.start_run("p", ["true"])
+    engine = FakeEngine()
+    project = tmp_path / "p"
+    project.mkdir()
+    with pytest.raises(EnvbuilderError) as caught:
+        execute_run(spec_for(project)._replace(run_id=taken.id), docker=engine, store=store)
+    assert caught.value.code == "run-id-exhausted"
+    assert engine.started == [] and engine.containers == {}
+    assert [r.id for r in store.list_runs()] == [taken.id] and store.get(taken.id).status == "running"
 
 
 # --- the engine goes away, the runner is interrupted or killed -----------------------------------------------

@@ -283,7 +283,7 @@ def test_the_watcher_is_told_the_spec_without_its_environment(tmp_path, project)
 
 
 def test_the_watcher_records_a_detached_run_as_an_attached_one_would_be(tmp_path, project):
-    from envbuilder.run.container import begin_run, start_container
+    from envbuilder.run.container import start_container
     from envbuilder.run.watcher import watch
 
     engine = FakeEngine()
@@ -291,9 +291,9 @@ def test_the_watcher_records_a_detached_run_as_an_attached_one_would_be(tmp_path
     engine.script(["step 1 loss=0.5", "step 2 loss=0.25"])
     store = RunStore(tmp_path / "runs.db", tmp_path / "runs")
     spec = run_spec(IMAGE, project, command=["python", "train.py"],
-                    options=RunOptions(artifacts_dir=tmp_path / "a", mode="detached"), has_nvidia=no_gpu)
-    record = begin_run(spec, store)
-    container = start_container(spec, record.id, engine, store, attach=False)
+                    options=RunOptions(artifacts_dir=tmp_path / "a", mode="detached"),
+                    has_nvidia=no_gpu)._replace(run_id="r-20260101-000000-abcd")
+    record, container = start_container(spec, engine, store, attach=False)
     payload = json.loads(json.dumps({"run_id": record.id, "container": container, "store": str(store.path),
                                      "runs_dir": str(store.runs_dir), "spec": spec_to_json(spec)}))
     result = watch(payload, docker=engine, store=store)

@@ -29,7 +29,7 @@ from envbuilder.run.metric_channels import (
 )
 from envbuilder.run.metrics import MetricTracker, is_nonfinite_loss
 from envbuilder.run.record import MetricPoint
-from envbuilder.run.record import RunRecord
+from envbuilder.run.runrecord import RunRecord
 from envbuilder.run.spec import METRICS_ENV, METRICS_RELPATH
 
 SWITCHED = "metrics-source"  # the run notice that says the explicit channel spoke (local runs write it too)

@@ -21,7 +21,7 @@ from envbuilder.cluster.metrics import ingest_metrics
 from envbuilder.cluster.profiles import ClusterProfile
 from envbuilder.cluster.spec import JobState
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.record import RunRecord
+from envbuilder.run.runrecord import RunRecord
 
 EngineFactory = Callable[[ClusterProfile], ClusterEngine]
 STOP_POLL_S = 0.5

@@ -85,12 +85,16 @@ class Engine(Protocol):
                      shm_size: str | None = None, labels: Mapping[str, str] | None = None,
                      network: str | None = None, attach: bool = False,
                      ports: Iterable[tuple[str, int, int, str]] = (), cpus: float | None = None,
-                     memory: str | None = None) -> str:
+                     memory: str | None = None, while_creating: Callable[[], None] | None = None) -> str:
         """Start a container in the background (pulling a missing image first); its id. A container the engine
         created but would not start (no NVIDIA runtime, a port in use) is removed before the error is raised.
 
         ports: (host IP, "" for every interface as `docker run -p` does; host port; container port; tcp|udp)
-        published; cpus: `docker run --cpus`; memory: `docker run --memory`, in Docker's size syntax."""
+        published; cpus: `docker run --cpus`; memory: `docker run --memory`, in Docker's size syntax.
+        while_creating: called once before the container starts, while the engine creates it where the engine
+        allows (the socket engine; the SDK engine calls it first): work that must come before the start but need
+        not delay the creation, such as recording the run. If it raises, the container is removed and its
+        exception is raised."""
         ...
 
     def pull(self, ref: str, *, what: str | None = None) -> None:

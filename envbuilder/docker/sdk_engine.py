@@ -161,10 +161,12 @@ class SdkEngine(EngineBase):
         ports: Iterable[tuple[str, int, int, str]] = (),  # (host IP, host port, container port, tcp|udp)
         cpus: float | None = None,
         memory: str | None = None,
+        while_creating: Callable[[], None] | None = None,
     ) -> str:
         """Start a container in the background and return its id. An image that is not here is pulled first (with
         the SDK's registry auth); a container the engine created but would not start is removed before the error is
-        raised. Created and started in two calls, not the SDK's containers.run, which leaves that container behind."""
+        raised. Created and started in two calls, not the SDK's containers.run, which leaves that container behind.
+        while_creating runs first: the SDK's calls cannot be overlapped with it."""
         from docker.types import DeviceRequest, Mount
 
         what = f"starting a container of {image}"
@@ -190,6 +192,8 @@ class SdkEngine(EngineBase):
                 self.pull(image, what=what)
                 return self.client.containers.create(image, command, **options)
 
+        if while_creating is not None:
+            while_creating()
         container = self._call(what, create)
         try:
             self._call(what, container.start)

@@ -71,9 +71,12 @@ class EngineSocket:
         return self._negotiated
 
     def call(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None, body: Any = None,
-             timeout: float | None | str = "default", missing_ok: bool = False, versioned: bool = True) -> Any:
-        """One request; its JSON answer (None for an empty one, or for a 404 when missing_ok)."""
-        response, conn = self._send(method, path, what=what, query=query, body=body, timeout=timeout, versioned=versioned)
+             timeout: float | None | str = "default", missing_ok: bool = False, versioned: bool = True,
+             while_waiting: Callable[[], None] | None = None) -> Any:
+        """One request; its JSON answer (None for an empty one, or for a 404 when missing_ok).
+        while_waiting: called once the request is sent, before the answer is read (it must not raise)."""
+        response, conn = self._send(method, path, what=what, query=query, body=body, timeout=timeout,
+                                    versioned=versioned, while_waiting=while_waiting)
         data = self._read_all(response, conn, what)
         if response.status >= 400:
             if response.status == 404 and missing_ok:
@@ -87,7 +90,8 @@ class EngineSocket:
 
     def stream(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None) -> Iterator[bytes]:
         """A streaming request (no read timeout): its body as it arrives, chunked transfer decoded."""
-        response, conn = self._send(method, path, what=what, query=query, body=None, timeout=None, versioned=True)
+        response, conn = self._send(method, path, what=what, query=query, body=None, timeout=None, versioned=True,
+                                    while_waiting=None)
         if response.status >= 400:
             message = _error_message(response.status, self._read_all(response, conn, what))
             if self._refuses_version(response.status, message):
@@ -127,7 +131,8 @@ class EngineSocket:
             raise
         self._release(conn, response)  # a stream the engine cut short (response.truncated) is closed there
 
-    def _send(self, method, path, *, what, query, body, timeout, versioned) -> tuple[Response, UnixConnection]:
+    def _send(self, method, path, *, what, query, body, timeout, versioned,
+              while_waiting) -> tuple[Response, UnixConnection]:
         from urllib.parse import urlencode
 
         url = (f"/v{self.version}{path}" if versioned else path) + (f"?{urlencode(query)}" if query else "")
@@ -138,6 +143,9 @@ class EngineSocket:
             reused = conn.requests > 0
             try:
                 conn.request(method, url, body=payload, headers=headers)
+                if while_waiting is not None:  # once: a request sent again after a dropped connection does not
+                    while_waiting, run_now = None, while_waiting
+                    run_now()
                 response = conn.getresponse(method)
                 conn.requests += 1
                 return response, conn
@@ -267,9 +275,12 @@ class SocketEngine(EngineBase):
         ports: Iterable[tuple[str, int, int, str]] = (),  # (host IP, host port, container port, tcp|udp)
         cpus: float | None = None,
         memory: str | None = None,
+        while_creating: Callable[[], None] | None = None,
     ) -> str:
         """Start a container in the background and return its id. An image that is not here is pulled first; a
         container the engine created but would not start is removed before the error is raised.
+        while_creating runs between sending the create request and reading its answer: the engine creates the
+        container (~8 ms) while it runs.
 
         attach: attach to its output before it starts, as `docker run` does, so that follow_to_exit gets every
         line from that stream (a logs follow on a loaded engine can end before the last lines, moby/moby#43860).
@@ -279,7 +290,26 @@ class SocketEngine(EngineBase):
                             shm_size=shm_size, labels=labels, network=network, attach=attach)
         _add_ports_and_limits(body, ports, cpus, memory)
         query = {"name": name} if name else None
-        created = self.api.call("POST", "/containers/create", what=what, query=query, body=body, missing_ok=True)
+        failed: list[BaseException] = []  # what while_creating raised, raised once the container is removed
+
+        def before_the_answer() -> None:
+            try:
+                while_creating()
+            except BaseException as exc:  # noqa: BLE001 - Ctrl-C too: the container being created must not stay
+                failed.append(exc)
+
+        try:
+            created = self.api.call("POST", "/containers/create", what=what, query=query, body=body, missing_ok=True,
+                                    while_waiting=before_the_answer if while_creating is not None else None)
+        except BaseException:
+            if failed:
+                raise failed[0] from None
+            raise
+        if failed:
+            if created is not None:
+                with contextlib.suppress(Exception):
+                    self.remove_container(created["Id"])
+            raise failed[0]
         if created is None:  # 404: no such image here; `docker run` pulls it (with the SDK's registry auth)
             self.pull(image, what=what)
             created = self.api.call("POST", "/containers/create", what=what, query=query, body=body)

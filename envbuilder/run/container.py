@@ -1,8 +1,11 @@
 """The executor: carries out a RunSpec in a container, records the run, follows its output, settles how it ended.
 
 Owns execute_run, stop_run and reconcile_runs. A run is recorded in the RunStore (status `running`) BEFORE
-its container starts, so a crash at any point leaves a record that reconcile_runs can settle. Ctrl-C or SIGTERM
-(raised as KeyboardInterrupt by the CLI) gives the job its grace period, records `stopped` and re-raises.
+its container starts, so a crash at any point leaves a record that reconcile_runs can settle. It is recorded
+while the engine creates the container (Engine.run_detached's while_creating): making the record (the
+`dataclasses` module, RunRecord, one SQLite write) would otherwise add ~10 ms to every run's start.
+Ctrl-C or SIGTERM (raised as KeyboardInterrupt by the CLI) gives the job its grace period, records `stopped`
+and re-raises.
 Containers are removed once their run is recorded: nothing is left behind. What runs, and how, is decided
 before this module is reached (envbuilder.run.spec): nothing here chooses a mount, a variable or a GPU.
 
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from envbuilder.errors import DockerError, EnvbuilderError
 from envbuilder.imagelayout import LABEL_RUN_ID
 from envbuilder.run.faults import describe, disk_full_error, is_disk_full
+from envbuilder.run.record import new_run_id
 from envbuilder.run.spec import DEFAULT_GRACE_S, RunSpec
 
 if TYPE_CHECKING:
@@ -79,12 +83,14 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
     re-raises KeyboardInterrupt. After a successful job with exports, each model is verified in the same
     image; a failed verification fails the run.
     """
-    record = begin_run(spec, store)
-    if on_start:
-        on_start(record)
+    if spec.run_id is None:  # the container's labels name the run before it is recorded
+        spec = spec._replace(run_id=new_run_id())
     if spec.mode == "interactive":
+        record = begin_run(spec, store)
+        if on_start:
+            on_start(record)
         return _run_interactive(spec, record, store)
-    container = start_container(spec, record.id, docker, store, attach=spec.mode == "attached")
+    record, container = start_container(spec, docker, store, attach=spec.mode == "attached", on_start=on_start)
     if spec.mode == "detached":
         from envbuilder.run.detach import start_watcher
 
@@ -205,17 +211,31 @@ def _oom_killed(docker: Any, container: str) -> bool:
     return bool((_quietly(lambda: docker.container_state(container)) or {}).get("OOMKilled"))
 
 
-def start_container(spec: RunSpec, run_id: str, docker: Any, store: Any, *, attach: bool) -> str:
-    """Start the recorded run's container and record its id; a refused start is recorded `failed` and raised."""
+def start_container(spec: RunSpec, docker: Any, store: Any, *, attach: bool,
+                    on_start: Callable[[Any], None] | None = None) -> tuple[Any, str]:
+    """Record the run (begin_run) and start its container: (the run's record, the container's id).
+
+    The run is recorded while the engine creates the container, before it starts, and on_start is given the
+    record then. A start that fails once the run is recorded is recorded `failed` and raised; a run that could
+    not be recorded leaves no container."""
+    run_id = spec.run_id
+    recorded: list[Any] = []
+
+    def record_run() -> None:
+        recorded.append(begin_run(spec, store))
+        if on_start:
+            on_start(recorded[0])
+
+    _make_artifacts_dir(spec.artifacts_dir)  # a bind mount's source must be there when the engine creates it
     try:
-        container = docker.run_detached(spec.image, list(spec.argv), attach=attach, **spec.container_options(run_id))
-    except EnvbuilderError as exc:
-        store.finish_run(run_id, "failed", None, str(exc))
-        _remove_labelled(docker, run_id)  # ours remove a container they could not start; another engine may not
-        raise
-    except BaseException:
-        store.finish_run(run_id, "failed", None, "interrupted while starting the container")
-        _remove_labelled(docker, run_id)
+        container = docker.run_detached(spec.image, list(spec.argv), attach=attach, while_creating=record_run,
+                                        **spec.container_options(run_id))
+    except BaseException as exc:
+        # Unrecorded, the engine removed what it created, and the id may be another run's (run-id-exhausted).
+        if recorded:
+            why = str(exc) if isinstance(exc, EnvbuilderError) else "interrupted while starting the container"
+            store.finish_run(run_id, "failed", None, why)
+            _remove_labelled(docker, run_id)  # ours remove a container they could not start; another engine may not
         raise
     try:
         store.set_container(run_id, container)
@@ -223,7 +243,7 @@ def start_container(spec: RunSpec, run_id: str, docker: Any, store: Any, *, atta
         _quietly(lambda: docker.remove_container(container))
         _quietly(lambda: store.finish_run(run_id, "failed", None, "its container could not be recorded"))
         raise
-    return container
+    return recorded[0], container
 
 
 def _follow(spec: RunSpec, run_id: str, container: str, log_path: Path, sink: MetricRecorder, docker: Any, store: Any,

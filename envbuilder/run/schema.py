@@ -12,10 +12,13 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuilder.errors import EnvbuilderError
-from envbuilder.run.record import MetricPoint, RunRecord
+from envbuilder.run.record import MetricPoint
+
+if TYPE_CHECKING:
+    from envbuilder.run.runrecord import RunRecord
 
 # Index i takes the schema from user_version i to i + 1. Append; never edit a released step.
 _MIGRATIONS: tuple[str, ...] = (
@@ -164,6 +167,8 @@ def _time(value: float | None) -> datetime | None:
 
 
 def record_of(row: sqlite3.Row) -> RunRecord:
+    from envbuilder.run.runrecord import RunRecord  # not on `run --image`'s way to its container (its docstring)
+
     return RunRecord(
         id=row["id"], project=row["project"], job=row["job"], image=row["image"],
         plan=None if row["plan"] is None else json.loads(row["plan"]),

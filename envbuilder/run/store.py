@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuilder.errors import EnvbuilderError
 from envbuilder.redact import redact_text
@@ -32,7 +32,6 @@ from envbuilder.run.record import (
     RUNNING,
     MetricPoint,
     RunOrigin,
-    RunRecord,
     RunStatus,
     new_run_id,
 )
@@ -45,13 +44,15 @@ from envbuilder.run.schema import (
     record_of,
 )
 
+if TYPE_CHECKING:
+    from envbuilder.run.runrecord import RunRecord
+
 __all__ = [
     "ENDED_CONTAINER_STATES",
     "SCHEMA_VERSION",
     "VANISHED",
     "_MIGRATIONS",
     "MetricSeries",
-    "RunRecord",
     "RunStore",
     "new_run_id",
     "process_alive",
@@ -151,6 +152,8 @@ class RunStore:
         With a cluster `backend` (slurm, kubernetes, skypilot) the run is `queued` and owned by no process:
         the engine runs it, and envbuilder.cluster settles it from the engine's answers.
         The record returned is the one written, built here rather than read back: a run's start costs one write."""
+        from envbuilder.run.runrecord import RunRecord
+
         now = datetime.now(timezone.utc)
         status: RunStatus = RUNNING if backend is None else QUEUED
         owner_pid = os.getpid() if backend is None else None

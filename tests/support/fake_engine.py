@@ -169,7 +169,9 @@ class FakeEngine:
                      shm_size: str | None = None, labels: Mapping[str, str] | None = None,
                      network: str | None = None, attach: bool = False,
                      ports: Iterable[tuple[str, int, int, str]] = (), cpus: float | None = None,
-                     memory: str | None = None) -> str:
+                     memory: str | None = None, while_creating: Callable[[], None] | None = None) -> str:
+        if while_creating is not None:  # as the SDK engine: before anything is created
+            while_creating()
         options = {"name": name, "mounts": list(mounts), "env": dict(env or {}), "user": user, "workdir": workdir,
                    "gpus": gpus, "shm_size": shm_size, "labels": dict(labels or {}), "network": network,
                    "ports": list(ports), "cpus": cpus, "memory": memory}
