@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):  # not a dataclass: every command makes one first (why in envbuilder.run's docstring)
     data_dir: Path
     docker_binary: str | None = None  # None: find one that can do BuildKit builds
 
