@@ -372,17 +372,27 @@ def raw_engine(tmp_path):
                 if close:
                     return
 
+    # The accept loop must end before the socket closes: a thread left in accept() on a closed descriptor took the
+    # connections of the next socket given that number (the session's package index answered uv 404 at random).
+    stop = threading.Event()
+    server.settimeout(0.05)
+
     def accept() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 conn, _ = server.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             state["connections"] += 1
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     yield path, state
+    stop.set()
+    acceptor.join(5)
     server.close()
 
 
