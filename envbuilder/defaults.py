@@ -19,7 +19,6 @@ Foundation: imports only errors, notices' peers and the standard library; no pyd
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -292,10 +291,9 @@ def project_layer(table: Mapping[str, Any] | None, project_dir: Path, origin: st
 
 
 def _toml():
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    # Only when a config file exists: parsing TOML is not on every command's path.
+    from envbuilder.tomlparser import tomllib
+
     return tomllib
 
 

@@ -8,17 +8,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from envbuilder.error_codes import CATALOG
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from envbuilder.tomlparser import tomllib
 
 CORPUS = Path(__file__).parent / "data" / "bad-input"
 CASES = tomllib.loads((CORPUS / "cases.toml").read_text(encoding="utf-8"))["case"]

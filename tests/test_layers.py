@@ -24,7 +24,7 @@ DOC = PACKAGE.parent / "docs" / "architecture.md"
 # The foundation: small top-level modules every stage may use.
 FOUNDATION = "foundation"
 FOUNDATION_MODULES = ("values", "errors", "error_codes", "notices", "redact", "quantities", "imagelayout", "settings",
-                      "defaults")
+                      "tomlparser", "defaults")
 
 # unit -> (envbuilder units it may import, pure?). A unit is a stage folder, `proc`, `api`, or the foundation.
 # Pure: imports no subprocess, socket, ssl, http, urllib.request/urllib.error or docker SDK, and no

@@ -10,7 +10,6 @@ Pure: reads a file, runs nothing. Must not import proc, docker, the run store or
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,11 +25,7 @@ from pydantic import (
 from envbuilder.errors import UsageError
 from envbuilder.project.jobs import ClusterEngine, ConfigValue
 from envbuilder.settings import user_config_paths
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from envbuilder.tomlparser import tomllib
 
 ENGINES: tuple[str, ...] = ("slurm", "kubernetes", "skypilot")
 Runtime = Literal["docker", "podman", "apptainer", "singularity", "enroot"]

@@ -39,11 +39,7 @@ from envbuilder.redact import netrc_text, redact_url, split_credentials, url_cre
 from envbuilder.resolve.python_fit import (Blocker, InstallReport, InstallRequest, PythonProbe, not_checked,
                                            wheel_blocker)
 from envbuilder.settings import Settings
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from envbuilder.tomlparser import tomllib
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 PAGE_TTL_S = 24 * 3600.0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,12 +28,8 @@ from pydantic_core import PydanticCustomError
 from envbuilder.defaults import KEYS as DEFAULT_KEYS, Layer, project_layer, table_issues as defaults_issues
 from envbuilder.errors import ProjectError
 from envbuilder.notices import Notice
+from envbuilder.tomlparser import tomllib
 from envbuilder.values import Value
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 PYPROJECT = "pyproject.toml"
 ENVBUILDER_TOML = "envbuilder.toml"

@@ -7,7 +7,6 @@ Must not import subprocess, urllib, docker, the resolver or the CLI.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +16,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from envbuilder.errors import ProjectError
 from envbuilder.notices import Notice
 from envbuilder.project.spec import IndexDecl
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from envbuilder.tomlparser import tomllib
 
 
 @dataclass
