@@ -1,4 +1,5 @@
-"""The one owner of the small value syntaxes users type: Docker sizes, GPU requests, environment variable names.
+"""The one owner of the small value syntaxes users type: Docker sizes, GPU requests, environment variable names;
+and of how sizes are printed back (human_size: the build context's notice, `bundle`, `images`).
 
 The project config validates them, the run stage reads them from the command line and the Docker engine turns
 sizes into bytes; all three call these functions so that a value one accepts, the others accept too. Pure and
@@ -58,3 +59,13 @@ def parse_gpu_request(value: str | int) -> str | int:
 def is_env_name(name: str) -> bool:
     """Whether name can be an environment variable that every shell and `docker run --env` accept."""
     return bool(_ENV_NAME.fullmatch(name))
+
+
+def human_size(size: int) -> str:
+    """Bytes in decimal units, as `du -h --si` and Docker's image sizes show them: 312 MB, 1.2 GB."""
+    value, unit = float(size), "B"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from envbuilder.quantities import (
+    human_size,
     is_env_name,
     normalize_size,
     parse_gpu_request,
@@ -67,3 +68,11 @@ def test_imports_nothing_of_envbuilder_or_pydantic():
              "print(sorted(m for m in sys.modules if m.startswith(('envbuilder.', 'pydantic'))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['envbuilder.quantities']"
+
+
+@pytest.mark.parametrize(("size", "text"), [
+    (0, "0 B"), (999, "999 B"), (1_500, "1.5 kB"), (2_000_000, "2.0 MB"), (302_000_000, "302 MB"),
+    (1_234_000_000, "1.2 GB"), (9_800_000_000, "9.8 GB"), (1_500_000_000_000, "1500 GB"),
+])
+def test_sizes_print_in_decimal_units_as_docker_shows_them(size, text):
+    assert human_size(size) == text

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from envbuilder.build.memo import stat_signature
 from envbuilder.notices import Notice
+from envbuilder.quantities import human_size
 from envbuilder.render.dockerfile import SECRET_FILES, SECRET_PATHS, SECRET_TEMPLATES
 
 PROJECT_IGNORE_FILE = ".dockerignore"
@@ -253,16 +254,6 @@ def context_notices(survey: ContextSurvey, *, large: int = LARGE_CONTEXT_BYTES) 
             f"becomes an image layer: {biggest}", "list data, checkpoints and outputs in the project's "
             ".dockerignore, and mount them at run time (a job's `mounts`, or `run --mount SRC:DST`)"))
     return tuple(notices)
-
-
-def human_size(size: int) -> str:
-    """Bytes in decimal units, as `du -h --si` and Docker's image sizes show them: 312 MB, 1.2 GB."""
-    value, unit = float(size), "B"
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            break
-        value /= 1000
-    return f"{value:.0f} {unit}" if unit == "B" or value >= 100 else f"{value:.1f} {unit}"
 
 
 def _file_sha256(path: Path) -> str:

@@ -14,6 +14,7 @@ import click
 from envbuilder.cli.netopts import network_options
 from envbuilder.cli.options import image_input_options, target_options
 from envbuilder.cli.output import emit_json, settings_of
+from envbuilder.quantities import human_size
 
 
 @click.command()
@@ -47,7 +48,7 @@ def bundle(ctx: click.Context, source: str, output: Path, ref: str | None, flags
         emit_json(done.to_json())
         return
     written = done.bundle
-    click.echo(f"wrote {written.path} ({_size(written.size)}): {', '.join(i['ref'] for i in written.images)}, "
+    click.echo(f"wrote {written.path} ({human_size(written.size)}): {', '.join(i['ref'] for i in written.images)}, "
                f"{written.wheels} wheels, lock and manifest")
     click.echo(f"manifest digest sha256:{written.manifest_sha256}")
     click.echo(f"at the site: envbuilder load {written.path.name} --expect sha256:{written.manifest_sha256}")
@@ -81,11 +82,3 @@ def load(ctx: click.Context, bundle_file: Path, into: Path | None, expect: str |
 
 def _note(text: str) -> None:
     click.echo(f"# envbuilder: {text}", err=True)
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size} B"

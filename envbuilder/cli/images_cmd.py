@@ -32,14 +32,14 @@ def images(ctx: click.Context, source: str | None, every: bool, as_json: bool) -
     if not found:
         click.echo("no images" + ("" if every else " for this checkout: `envbuilder build` makes one"))
         return
-    from envbuilder.cli.bundle_cmd import _size
+    from envbuilder.quantities import human_size
 
     rows = [("IMAGE", "TORCH", "FLAVOR", "PYTHON", "PLAN", "CREATED", "SIZE")]
     for entry in found:
         name = entry.tags[0] if entry.tags else entry.image_id[:19]
         rows.append((name + (" (latest)" if entry.latest else ""), entry.torch or "-", entry.flavor or "-",
                      entry.python or "-", entry.plan_hash or "-", entry.created.strftime("%Y-%m-%d %H:%M"),
-                     _size(entry.size)))
+                     human_size(entry.size)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -66,7 +66,7 @@ def prune(ctx: click.Context, source: str | None, every: bool, keep: int, dry_ru
     if as_json:
         emit_json(done.to_json())
         return
-    from envbuilder.cli.bundle_cmd import _size
+    from envbuilder.quantities import human_size
 
     verb = "would remove" if dry_run else "removed"
     for entry in done.removed:
@@ -77,7 +77,7 @@ def prune(ctx: click.Context, source: str | None, every: bool, keep: int, dry_ru
         click.echo(f"kept {entry.tags[0] if entry.tags else entry.image_id}: {why}")
     freed = sum(e.size for e in done.removed)
     click.echo(f"{verb} {len(done.removed)} image(s), kept {len(done.kept) + len(done.in_use) + len(done.failed)}"
-               + (f"; up to {_size(freed)} (layers other images share stay)" if done.removed else ""))
+               + (f"; up to {human_size(freed)} (layers other images share stay)" if done.removed else ""))
 
 
 def _source(source: str | None, every: bool) -> str | None:
