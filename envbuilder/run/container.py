@@ -86,6 +86,7 @@ def execute_run(spec: RunSpec, *, docker: Any, store: Any, on_line: Callable[[st
     if spec.run_id is None:  # the container's labels name the run before it is recorded
         spec = spec._replace(run_id=new_run_id())
     if spec.mode == "interactive":
+        _make_artifacts_dir(spec.artifacts_dir)
         record = begin_run(spec, store)
         if on_start:
             on_start(record)
@@ -128,8 +129,8 @@ def _run_interactive(spec: RunSpec, record: Any, store: Any) -> RunResult:
 
 
 def begin_run(spec: RunSpec, store: Any) -> Any:
-    """Record the run (`running`, owned by this process) with its artifacts folder made: its record."""
-    _make_artifacts_dir(spec.artifacts_dir)
+    """Record the run (`running`, owned by this process): its record. Its artifacts folder is made before, by
+    whoever creates its container (a bind mount's source must exist then)."""
     return store.start_run(spec.project_name, spec.argv, job=spec.job, image=spec.image, plan=spec.plan,
                            artifacts_dir=spec.artifacts_dir, args=spec.record_args(), run_id=spec.run_id,
                            origin=spec.origin)
