@@ -168,16 +168,21 @@ def remember(settings: Settings, observed: Observed, *, context: Iterable[tuple[
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE), "w") as f:
             json.dump(memo.to_json(), f)
         os.replace(partial, target)
-        _forget_oldest(target.parent, keep)
     except OSError:
         return None
+    _forget_oldest(target.parent, keep)
     return target
 
 
 def _forget_oldest(folder: Path, keep: int) -> None:
-    memos = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for stale in memos[keep:]:
-        stale.unlink(missing_ok=True)
+    """Remove all but the newest `keep` memos. Best effort: the memo just written stands whatever happens here
+    (another build may be pruning the same folder at the same time)."""
+    try:
+        memos = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for stale in memos[keep:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _racy(mtime_ns: int, started: float) -> bool:
